@@ -1,0 +1,223 @@
+/*
+ * internal.h - prototypes shared between spanmalloc's files, grouped by the
+ * file that defines them, and the static inline fast paths.
+ *
+ * Everything here has hidden visibility: the shared library exports only the
+ * libc allocation entry points and the public sm_* API.
+ */
+#ifndef SM_INTERNAL_H
+#define SM_INTERNAL_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+
+#include "types.h"
+#include "os.h"
+
+/* ---- hints and attributes ------------------------------------------------ */
+#define sm_likely(x) __builtin_expect(!!(x), 1)
+#define sm_unlikely(x) __builtin_expect(!!(x), 0)
+#define SM_NOINLINE __attribute__((noinline))
+#define SM_INLINE static inline __attribute__((always_inline))
+#define SM_HIDDEN __attribute__((visibility("hidden")))
+#define SM_EXPORT __attribute__((visibility("default")))
+#define SM_COLD __attribute__((cold))
+
+/* Invariants in levels: SM_ASSERT always (cheap), SM_DEBUG_ASSERT only in
+ * debug builds (configure --enable-debug defines SM_DEBUG=1). */
+#ifndef SM_DEBUG
+#define SM_DEBUG 0
+#endif
+#define SM_ASSERT(c) do { if (sm_unlikely(!(c))) sm_throw("assertion failed: " #c); } while (0)
+#define SM_DEBUG_ASSERT(c) do { if (SM_DEBUG && sm_unlikely(!(c))) sm_throw("assertion failed: " #c); } while (0)
+
+/* Counters that one thread writes and others read for stats: plain
+ * load-add-store (no lock prefix), but atomic so readers see whole values. */
+#define SM_COUNTER_ADD(x, v) __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + (v), __ATOMIC_RELAXED)
+#define SM_COUNTER_READ(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* Largest request we try to serve; anything bigger is ENOMEM at once, so no
+ * page arithmetic can wrap. */
+#define SM_MAX_ALLOC ((size_t)1 << 46)
+#define SM_MAX_ALIGN ((size_t)1 << 40)
+
+/* ---- panic.c ---------------------------------------------------------- */
+SM_HIDDEN __attribute__((noreturn)) SM_COLD void sm_throw(const char *msg);
+SM_HIDDEN __attribute__((noreturn)) SM_COLD void sm_bad_pointer(const char *fn, const char *what, const void *p);
+/* One line on stderr, "spanmalloc: " then the parts; no malloc. */
+SM_HIDDEN void sm_warn(const char *a, const char *b, const char *c);
+SM_HIDDEN size_t sm_fmt_u64(char *buf, uint64_t v);
+SM_HIDDEN size_t sm_fmt_hex(char *buf, uint64_t v);
+SM_HIDDEN uint64_t sm_nanotime(void);
+
+/* ---- options.c -------------------------------------------------------- */
+enum sm_stats_mode { SM_STATS_OFF = 0, SM_STATS_EXIT, SM_STATS_INTERVAL };
+
+struct sm_options {
+    int release;              /* enum sm_release (spanmalloc.h) */
+    bool scavenge;
+    uint32_t retain_percent;
+    size_t memlimit;          /* SIZE_MAX: none */
+    size_t profile_rate;
+    char profile_prefix[512]; /* empty: unset */
+    int profile_signal;       /* 0: none */
+    uint64_t profile_interval_ns; /* 0: none */
+    int stats_mode;
+    uint64_t stats_interval_ns;
+    bool check;
+};
+SM_HIDDEN extern struct sm_options sm_opts;
+SM_HIDDEN void sm_options_init(void);
+/* Parsers, exposed for the unit test. */
+SM_HIDDEN bool sm_parse_size(const char *s, size_t *out);
+SM_HIDDEN bool sm_parse_duration(const char *s, uint64_t *ns);
+
+/* ---- fixalloc.c ------------------------------------------------------- */
+SM_HIDDEN void sm_fixalloc_init(struct sm_fixalloc *f, size_t size);
+SM_HIDDEN void *sm_fixalloc_alloc(struct sm_fixalloc *f);   /* zeroed; NULL on OOM */
+SM_HIDDEN void sm_fixalloc_free(struct sm_fixalloc *f, void *p);
+
+/* ---- pagemap.c -------------------------------------------------------- */
+SM_HIDDEN extern struct sm_heap_arena *sm_arenas[SM_ARENA_INDEX_LEN];
+
+SM_INLINE struct sm_heap_arena *sm_pagemap_arena(uintptr_t a)
+{
+    if (sm_unlikely(a >> SM_ADDR_BITS))
+        return NULL;
+    return sm_arenas[a >> SM_ARENA_SHIFT];
+}
+SM_INLINE size_t sm_pagemap_index(uintptr_t a)
+{
+    return (a >> SM_PAGE_SHIFT) & (SM_PAGES_PER_ARENA - 1);
+}
+/* Register arena metadata for [base, base+size), both arena-aligned. */
+SM_HIDDEN bool sm_pagemap_add_region(uintptr_t base, size_t size, uint64_t *meta_bytes);
+SM_HIDDEN void sm_pagemap_set_kind(uintptr_t base, size_t npages, uint8_t kind);
+SM_HIDDEN void sm_pagemap_set_spans(uintptr_t base, size_t npages, struct sm_mspan *s);
+SM_HIDDEN void sm_pagemap_set_span(uintptr_t addr, struct sm_mspan *s);
+SM_HIDDEN struct sm_mspan *sm_pagemap_span(uintptr_t addr);
+SM_HIDDEN uint8_t sm_pagemap_kind(uintptr_t addr);
+/* Released-page bitmap: count the set bits in a range, set or clear them. */
+SM_HIDDEN size_t sm_pagemap_count_released(uintptr_t base, size_t npages);
+SM_HIDDEN void sm_pagemap_mark_released(uintptr_t base, size_t npages, bool released);
+/* True if any page of the range was handed out before (may hold old data);
+ * moves each arena's zeroed_base past the range. */
+SM_HIDDEN bool sm_pagemap_take_needzero(uintptr_t base, size_t npages);
+
+/* ---- mheap.c ---------------------------------------------------------- */
+SM_HIDDEN extern struct sm_mheap sm_heap;
+SM_HIDDEN void sm_mheap_init(struct sm_mheap *h);
+/* A span of npages pages whose base is aligned to align_pages pages (0 or 1:
+ * no alignment beyond a page).  kind is a size class or SM_PAGE_LARGE.
+ * NULL if the OS gives no more memory.  Takes the heap lock. */
+SM_HIDDEN struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_pages, uint8_t kind);
+/* Give a small or large span back; it joins its free neighbours. */
+SM_HIDDEN void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s);
+/* Release idle pages to the OS: at most max_bytes, only runs idle since
+ * before idle_before_ns (0: any), oldest first.  Returns bytes released. */
+SM_HIDDEN size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_before_ns, int why);
+enum { SM_SCAV_EXPLICIT, SM_SCAV_BACKGROUND, SM_SCAV_LIMIT };
+/* Validate every free list and the stats; throws on corruption. */
+SM_HIDDEN void sm_mheap_check(struct sm_mheap *h);
+SM_HIDDEN void sm_mheap_lock(struct sm_mheap *h);
+SM_HIDDEN void sm_mheap_unlock(struct sm_mheap *h);
+
+/* ---- mspan.c ---------------------------------------------------------- */
+SM_HIDDEN void sm_mspan_init_small(struct sm_mspan *s, uint8_t sizeclass);
+/* Take up to n objects from a small span, linked into *head; returns count. */
+SM_HIDDEN uint32_t sm_mspan_take(struct sm_mspan *s, uint32_t n, void **head);
+SM_HIDDEN void sm_mspan_put(struct sm_mspan *s, void *p);
+/* Index of p's object in its span (exact division by multiply). */
+SM_INLINE uint32_t sm_mspan_objindex(const struct sm_mspan *s, uintptr_t p)
+{
+    return (uint32_t)(((uint64_t)(p - s->base) * sm_class_to_divmagic[s->sizeclass]) >> 32);
+}
+
+/* ---- mcentral.c ------------------------------------------------------- */
+SM_HIDDEN extern struct sm_mcentral sm_central[SM_NUM_SIZE_CLASSES];
+SM_HIDDEN void sm_mcentral_init(struct sm_mcentral *c, uint32_t sizeclass);
+/* Up to want objects as a list in *head; returns how many (0: no memory). */
+SM_HIDDEN uint32_t sm_mcentral_alloc_batch(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, void **head);
+/* Give back n objects linked through their first word. */
+SM_HIDDEN void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n);
+/* Return every fully free span to the heap (for sm_free_os_memory). */
+SM_HIDDEN void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap *h);
+
+/* ---- mcache.c --------------------------------------------------------- */
+SM_HIDDEN extern struct sm_mcache sm_mcache_empty;
+SM_HIDDEN extern __thread struct sm_mcache *sm_tls_mcache __attribute__((tls_model("initial-exec")));
+SM_HIDDEN extern uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
+SM_HIDDEN extern pthread_mutex_t sm_mcache_lock;   /* registry and dead stats */
+SM_HIDDEN void sm_mcache_init_classes(void);
+SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls);
+SM_HIDDEN void sm_mcache_free_slow(void *p, uint8_t kind);
+SM_HIDDEN void sm_mcache_flush(struct sm_mcache *c);
+SM_HIDDEN void sm_mcache_thread_exit(void *arg);
+
+/* Totals kept for threads that have exited (under sm_mcache_lock). */
+struct sm_dead_stats {
+    uint64_t nmalloc[SM_NUM_SIZE_CLASSES];
+    uint64_t nfree[SM_NUM_SIZE_CLASSES];
+};
+SM_HIDDEN extern struct sm_dead_stats sm_dead;
+SM_HIDDEN extern struct sm_mcache *sm_mcache_all;
+SM_HIDDEN extern struct sm_fixalloc sm_mcache_alloc;
+
+/* ---- malloc.c --------------------------------------------------------- */
+SM_HIDDEN extern int sm_initialized;
+SM_HIDDEN void sm_init_slow(void);
+SM_INLINE void sm_init(void)
+{
+    if (sm_unlikely(!__atomic_load_n(&sm_initialized, __ATOMIC_ACQUIRE)))
+        sm_init_slow();
+}
+SM_HIDDEN void *sm_large_alloc(size_t size, size_t align);
+SM_HIDDEN void sm_large_free(struct sm_mspan *s);
+
+/* ---- the fast paths ----------------------------------------------------- */
+
+/* Pop an object of class cls from this thread's cache.  One test: the list
+ * is empty (a new thread's cache is the static empty one, so this also
+ * covers "not initialised"), or the profiler's countdown ran out. */
+SM_INLINE void *sm_alloc_class(uint32_t cls)
+{
+    struct sm_mcache *c = sm_tls_mcache;
+    struct sm_cacheclass *cc = &c->c[cls];
+    void *p = cc->head;
+    intptr_t left = c->sample_left - (intptr_t)sm_class_to_size[cls];
+    if (sm_unlikely(p == NULL || left < 0))
+        return sm_mcache_alloc_slow(cls);
+    cc->head = *(void **)p;
+    cc->count--;
+    c->sample_left = left;
+    SM_COUNTER_ADD(cc->nmalloc, 1);
+    return p;
+}
+
+/* Push a freed object onto this thread's cache.  Pointers the cache cannot
+ * take (not ours, large, free pages, profiled spans, a full list, the empty
+ * cache) go to the slow path. */
+SM_INLINE void sm_free_fast(void *p)
+{
+    uintptr_t a = (uintptr_t)p;
+    struct sm_heap_arena *ar = sm_pagemap_arena(a);
+    if (sm_likely(ar != NULL)) {
+        uint8_t kind = ar->pagekind[sm_pagemap_index(a)];
+        if (sm_likely((uint8_t)(kind - 1) < SM_NUM_SIZE_CLASSES - 1)) {
+            struct sm_cacheclass *cc = &sm_tls_mcache->c[kind];
+            if (sm_likely(cc->count < cc->bound)) {
+                *(void **)p = cc->head;
+                cc->head = p;
+                cc->count++;
+                SM_COUNTER_ADD(cc->nfree, 1);
+                return;
+            }
+        }
+        sm_mcache_free_slow(p, kind);
+        return;
+    }
+    sm_mcache_free_slow(p, SM_PAGE_NONE);
+}
+
+#endif

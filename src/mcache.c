@@ -1,0 +1,216 @@
+/*
+ * mcache.c - the per-thread cache: one free list per size class, used with
+ * no lock and no atomic (Go's mcache per P, tcmalloc's thread cache).
+ *
+ * A thread starts on sm_mcache_empty, a static cache whose lists are empty
+ * and whose bounds are zero, so both fast paths fail their one test and come
+ * here, where the thread's real cache is made (mimalloc's _mi_heap_empty,
+ * Go's emptymspan).  Refills take a batch from mcentral; a free that finds
+ * its list at the bound first gives a batch back.  Batch sizes follow
+ * tcmalloc: about 32 KiB of objects, at least 2 and at most 64; a list holds
+ * at most two batches, so a thread caches at most ~64 KiB per class.
+ *
+ * Stats counters live in the cache and are only ever written by its thread;
+ * readers sum them under sm_mcache_lock, which also guards the registry of
+ * caches, the cache fixalloc and sm_dead (counts of exited threads).
+ *
+ * A thread's cache goes back when the thread exits (a pthread key
+ * destructor): its objects to mcentral, its counts to sm_dead.  Frees and
+ * mallocs that come after that (later destructors, libc's own cleanup) go
+ * straight to mcentral.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+SM_HIDDEN struct sm_mcache sm_mcache_empty;
+SM_HIDDEN __thread struct sm_mcache *sm_tls_mcache
+    __attribute__((tls_model("initial-exec"))) = &sm_mcache_empty;
+/* 0: no cache yet; 1: has one; 2: exiting, no cache any more. */
+static __thread uint8_t tls_state __attribute__((tls_model("initial-exec")));
+
+SM_HIDDEN uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
+SM_HIDDEN pthread_mutex_t sm_mcache_lock = PTHREAD_MUTEX_INITIALIZER;
+SM_HIDDEN struct sm_dead_stats sm_dead;
+SM_HIDDEN struct sm_mcache *sm_mcache_all;
+SM_HIDDEN struct sm_fixalloc sm_mcache_alloc;
+
+static pthread_key_t cache_key;
+static bool cache_key_ok;
+
+void sm_mcache_init_classes(void)
+{
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
+        uint32_t b = 32768 / sm_class_to_size[cls];
+        sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
+    }
+    sm_fixalloc_init(&sm_mcache_alloc, sizeof(struct sm_mcache));
+    sm_mcache_empty.sample_left = 0;
+    cache_key_ok = pthread_key_create(&cache_key, sm_mcache_thread_exit) == 0;
+}
+
+/* Make this thread's cache; NULL if the thread is exiting or out of memory. */
+static struct sm_mcache *cache_create(void)
+{
+    if (tls_state == 2)
+        return NULL;
+    sm_init();
+    pthread_mutex_lock(&sm_mcache_lock);
+    struct sm_mcache *c = sm_fixalloc_alloc(&sm_mcache_alloc);
+    if (c != NULL) {
+        c->all_next = sm_mcache_all;
+        if (sm_mcache_all)
+            sm_mcache_all->all_prev = c;
+        sm_mcache_all = c;
+    }
+    pthread_mutex_unlock(&sm_mcache_lock);
+    if (c == NULL)
+        return NULL;
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+        c->c[cls].bound = 2 * sm_class_batch[cls];
+    c->sample_left = INTPTR_MAX;
+    c->rng = (uintptr_t)c ^ sm_nanotime();
+    sm_tls_mcache = c;
+    tls_state = 1;
+    /* May call calloc for a high key: the cache is in place, so it can. */
+    if (cache_key_ok)
+        pthread_setspecific(cache_key, c);
+    return c;
+}
+
+/* An object for a thread with no cache: straight from mcentral. */
+static void *alloc_uncached(uint32_t cls)
+{
+    void *p = NULL;
+    sm_init();
+    if (sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, 1, &p) == 0) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_lock(&sm_mcache_lock);
+    sm_dead.nmalloc[cls]++;
+    pthread_mutex_unlock(&sm_mcache_lock);
+    return p;
+}
+
+static void free_uncached(void *p, uint32_t cls)
+{
+    *(void **)p = NULL;
+    sm_mcentral_free_batch(&sm_central[cls], &sm_heap, p, 1);
+    pthread_mutex_lock(&sm_mcache_lock);
+    sm_dead.nfree[cls]++;
+    pthread_mutex_unlock(&sm_mcache_lock);
+}
+
+void *sm_mcache_alloc_slow(uint32_t cls)
+{
+    struct sm_mcache *c = sm_tls_mcache;
+    if (c == &sm_mcache_empty) {
+        c = cache_create();
+        if (c == NULL)
+            return alloc_uncached(cls);
+    }
+    struct sm_cacheclass *cc = &c->c[cls];
+    if (cc->head == NULL) {
+        void *head;
+        uint32_t n = sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, sm_class_batch[cls], &head);
+        if (n == 0) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        cc->head = head;
+        cc->count = n;
+    }
+    void *p = cc->head;
+    cc->head = *(void **)p;
+    cc->count--;
+    SM_COUNTER_ADD(cc->nmalloc, 1);
+    c->sample_left -= (intptr_t)sm_class_to_size[cls];
+    if (c->sample_left < 0)
+        c->sample_left = INTPTR_MAX;   /* sampling is off: never again */
+    return p;
+}
+
+/* Give the first n objects of a class list back to mcentral. */
+static void drain(struct sm_cacheclass *cc, uint32_t cls, uint32_t n)
+{
+    if (n > cc->count)
+        n = cc->count;
+    if (n == 0)
+        return;
+    void *head = cc->head, *last = head;
+    for (uint32_t i = 1; i < n; i++)
+        last = *(void **)last;
+    cc->head = *(void **)last;
+    cc->count -= n;
+    sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
+}
+
+void sm_mcache_free_slow(void *p, uint8_t kind)
+{
+    if (p == NULL)
+        return;
+    switch (kind) {
+    case SM_PAGE_NONE:
+        sm_bad_pointer("free", "invalid pointer", p);
+    case SM_PAGE_FREE:
+        sm_bad_pointer("free", "double free of", p);
+    case SM_PAGE_LARGE: {
+        struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+        if (s->base != (uintptr_t)p)
+            sm_bad_pointer("free", "invalid pointer", p);
+        sm_large_free(s);
+        return;
+    }
+    default:
+        break;
+    }
+    uint32_t cls = kind & ~SM_PAGE_SLOW;
+    if (cls == 0 || cls >= SM_NUM_SIZE_CLASSES)
+        sm_bad_pointer("free", "invalid pointer", p);
+    struct sm_mcache *c = sm_tls_mcache;
+    if (c == &sm_mcache_empty) {
+        c = cache_create();
+        if (c == NULL) {
+            free_uncached(p, cls);
+            return;
+        }
+    }
+    struct sm_cacheclass *cc = &c->c[cls];
+    if (cc->count >= cc->bound)
+        drain(cc, cls, sm_class_batch[cls]);
+    *(void **)p = cc->head;
+    cc->head = p;
+    cc->count++;
+    SM_COUNTER_ADD(cc->nfree, 1);
+}
+
+void sm_mcache_flush(struct sm_mcache *c)
+{
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+        drain(&c->c[cls], cls, c->c[cls].count);
+}
+
+void sm_mcache_thread_exit(void *arg)
+{
+    struct sm_mcache *c = arg;
+    if (c == NULL || c == &sm_mcache_empty)
+        return;
+    sm_tls_mcache = &sm_mcache_empty;
+    tls_state = 2;
+    sm_mcache_flush(c);
+    pthread_mutex_lock(&sm_mcache_lock);
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
+        sm_dead.nmalloc[cls] += c->c[cls].nmalloc;
+        sm_dead.nfree[cls] += c->c[cls].nfree;
+    }
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        sm_mcache_all = c->all_next;
+    if (c->all_next)
+        c->all_next->all_prev = c->all_prev;
+    sm_fixalloc_free(&sm_mcache_alloc, c);
+    pthread_mutex_unlock(&sm_mcache_lock);
+}

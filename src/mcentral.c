@@ -1,0 +1,137 @@
+/*
+ * mcentral.c - per size class, the spans that thread caches refill from and
+ * drain to, in batches (Go's mcentral, tcmalloc's central free list).
+ *
+ * Two lists: partial (spans with a free object) and full (none).  A span all
+ * of whose objects come back returns to the heap, except that one such span
+ * is kept while it is the only partial span, so a loop that allocates and
+ * frees around a span boundary does not go to the heap each time.
+ *
+ * Locking: c->lock guards the lists and every span on them.  The heap lock
+ * is taken inside it (order: mcentral, then heap), or with it dropped while
+ * a new span is made.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+SM_HIDDEN struct sm_mcentral sm_central[SM_NUM_SIZE_CLASSES];
+
+void sm_mcentral_init(struct sm_mcentral *c, uint32_t sizeclass)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->lock, NULL);
+    c->sizeclass = sizeclass;
+}
+
+static void link_span(struct sm_mspan **list, struct sm_mspan *s)
+{
+    s->prev = NULL;
+    s->next = *list;
+    if (*list)
+        (*list)->prev = s;
+    *list = s;
+}
+
+static void unlink_span(struct sm_mspan **list, struct sm_mspan *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        *list = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+}
+
+static void set_list(struct sm_mcentral *c, struct sm_mspan *s, uint8_t list)
+{
+    if (s->list == list)
+        return;
+    if (s->list == SM_LIST_PARTIAL)
+        unlink_span(&c->partial, s);
+    else if (s->list == SM_LIST_FULL)
+        unlink_span(&c->full, s);
+    if (list == SM_LIST_PARTIAL)
+        link_span(&c->partial, s);
+    else if (list == SM_LIST_FULL)
+        link_span(&c->full, s);
+    s->list = list;
+}
+
+uint32_t sm_mcentral_alloc_batch(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, void **head)
+{
+    uint32_t got = 0;
+    void *list = NULL;
+    pthread_mutex_lock(&c->lock);
+    while (got < want) {
+        struct sm_mspan *s = c->partial;
+        if (s == NULL) {
+            pthread_mutex_unlock(&c->lock);
+            s = sm_mheap_alloc(h, sm_class_to_npages[c->sizeclass], 0, (uint8_t)c->sizeclass);
+            pthread_mutex_lock(&c->lock);
+            if (s == NULL)
+                break;
+            c->nspans++;
+            set_list(c, s, SM_LIST_PARTIAL);
+        }
+        got += sm_mspan_take(s, want - got, &list);
+        if (s->nfree == 0)
+            set_list(c, s, SM_LIST_FULL);
+    }
+    pthread_mutex_unlock(&c->lock);
+    *head = list;
+    return got;
+}
+
+void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n)
+{
+    struct sm_mspan *empty = NULL;   /* spans to give back, linked by next */
+    uint32_t nobjs = sm_class_to_nobjs[c->sizeclass];
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        void *p = head;
+        head = *(void **)p;
+        struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+        SM_DEBUG_ASSERT(s != NULL && s->state == SM_SPAN_SMALL && s->sizeclass == c->sizeclass);
+        sm_mspan_put(s, p);
+        if (s->nfree == nobjs && (c->partial != s || s->next != NULL)) {
+            set_list(c, s, SM_LIST_NONE);
+            c->nspans--;
+            s->next = empty;
+            empty = s;
+        } else if (s->list != SM_LIST_PARTIAL) {
+            set_list(c, s, SM_LIST_PARTIAL);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    while (empty) {
+        struct sm_mspan *s = empty;
+        empty = s->next;
+        sm_mheap_free(h, s);
+    }
+}
+
+void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap *h)
+{
+    struct sm_mspan *empty = NULL;
+    uint32_t nobjs = sm_class_to_nobjs[c->sizeclass];
+    pthread_mutex_lock(&c->lock);
+    struct sm_mspan *s = c->partial;
+    while (s) {
+        struct sm_mspan *next = s->next;
+        if (s->nfree == nobjs) {
+            set_list(c, s, SM_LIST_NONE);
+            c->nspans--;
+            s->next = empty;
+            empty = s;
+        }
+        s = next;
+    }
+    pthread_mutex_unlock(&c->lock);
+    while (empty) {
+        s = empty;
+        empty = s->next;
+        sm_mheap_free(h, s);
+    }
+}

@@ -1,0 +1,448 @@
+/*
+ * mheap.c - the page heap: owns every page, hands out runs of pages as
+ * spans (small-object spans for mcentral, whole spans for large objects),
+ * joins free runs, grows from the OS and gives idle pages back.
+ *
+ * Free runs live in exact-size lists for 1..127 pages and one list for longer
+ * runs, searched best fit (tcmalloc's classic page heap; Go's radix-tree page
+ * allocator is address-ordered first fit, which we do not need without a
+ * moving GC).  Within a list, runs whose pages are all resident go first, so
+ * allocation prefers dirty pages and leaves released ones released.
+ *
+ * Page states (per page, in the arena's released bitmap) and the stats:
+ *   pages_sys      = pages_inuse + pages_free          (always)
+ *   pages_released <= pages_free                       (always)
+ * Memory grown from the OS counts as released: it is not resident until the
+ * program touches it (Go does the same).  A free run records how many of its
+ * pages are released and since when it is idle; joining runs adds the first
+ * and keeps the newer of the second, so the scavenger never takes a run that
+ * was just freed for an old one.
+ *
+ * Locking: h->lock guards everything here, the page map's writes, and the
+ * span fixalloc.  Lock order: sm_mcache_lock, then an mcentral lock, then the
+ * heap lock.  madvise runs without the heap lock: the run being released is
+ * taken out of the free lists (state SCAVENGING) meanwhile.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+#include "spanmalloc.h"
+
+SM_HIDDEN struct sm_mheap sm_heap;
+
+/* Grow by at least this much: fewer, longer runs; it costs no RSS. */
+#define SM_HEAP_GROW_MIN_PAGES ((size_t)(1u << 20) >> SM_PAGE_SHIFT)
+
+#define PAGE_BYTES(n) ((uintptr_t)(n) << SM_PAGE_SHIFT)
+
+void sm_mheap_lock(struct sm_mheap *h) { pthread_mutex_lock(&h->lock); }
+void sm_mheap_unlock(struct sm_mheap *h) { pthread_mutex_unlock(&h->lock); }
+
+void sm_mheap_init(struct sm_mheap *h)
+{
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->lock, NULL);
+    sm_fixalloc_init(&h->spanalloc, sizeof(struct sm_mspan));
+}
+
+/* ---- free lists ---------------------------------------------------------- */
+
+static struct sm_spanlist *free_list_for(struct sm_mheap *h, size_t npages)
+{
+    return npages < SM_HEAP_NLISTS ? &h->free[npages] : &h->freelarge;
+}
+
+static void list_push_front(struct sm_spanlist *l, struct sm_mspan *s)
+{
+    s->prev = NULL;
+    s->next = l->first;
+    if (l->first)
+        l->first->prev = s;
+    l->first = s;
+    l->len++;
+}
+
+static void list_push_back(struct sm_spanlist *l, struct sm_mspan *s)
+{
+    /* Lists are short or the order barely matters; a tail walk is fine for
+     * the exact-size lists, which rarely hold more than a few runs. */
+    s->next = NULL;
+    if (l->first == NULL) {
+        s->prev = NULL;
+        l->first = s;
+    } else {
+        struct sm_mspan *t = l->first;
+        while (t->next)
+            t = t->next;
+        t->next = s;
+        s->prev = t;
+    }
+    l->len++;
+}
+
+static void list_remove(struct sm_spanlist *l, struct sm_mspan *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        l->first = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    l->len--;
+}
+
+static void free_insert(struct sm_mheap *h, struct sm_mspan *s)
+{
+    struct sm_spanlist *l = free_list_for(h, s->npages);
+    if (s->nreleased == 0 || l == &h->freelarge)
+        list_push_front(l, s);
+    else
+        list_push_back(l, s);
+}
+
+static void free_remove(struct sm_mheap *h, struct sm_mspan *s)
+{
+    list_remove(free_list_for(h, s->npages), s);
+}
+
+static struct sm_mspan *span_new(struct sm_mheap *h)
+{
+    return sm_fixalloc_alloc(&h->spanalloc);
+}
+
+static void span_dispose(struct sm_mheap *h, struct sm_mspan *s)
+{
+    s->state = SM_SPAN_DEAD;
+    sm_fixalloc_free(&h->spanalloc, s);
+}
+
+/* Join s (state FREE, not in a list, kind FREE on its pages) with free
+ * neighbours, then put it in its list. */
+static void free_join_insert(struct sm_mheap *h, struct sm_mspan *s)
+{
+    uintptr_t before = s->base - SM_PAGE_SIZE;
+    if (sm_pagemap_kind(before) == SM_PAGE_FREE) {
+        struct sm_mspan *n = sm_pagemap_span(before);
+        if (n->state == SM_SPAN_FREE) {
+            free_remove(h, n);
+            s->base = n->base;
+            s->npages += n->npages;
+            s->nreleased += n->nreleased;
+            if (n->idle_since > s->idle_since)
+                s->idle_since = n->idle_since;
+            span_dispose(h, n);
+        }
+    }
+    uintptr_t after = s->base + PAGE_BYTES(s->npages);
+    if (sm_pagemap_kind(after) == SM_PAGE_FREE) {
+        struct sm_mspan *n = sm_pagemap_span(after);
+        if (n->state == SM_SPAN_FREE) {
+            free_remove(h, n);
+            s->npages += n->npages;
+            s->nreleased += n->nreleased;
+            if (n->idle_since > s->idle_since)
+                s->idle_since = n->idle_since;
+            span_dispose(h, n);
+        }
+    }
+    sm_pagemap_set_span(s->base, s);
+    sm_pagemap_set_span(s->base + PAGE_BYTES(s->npages - 1), s);
+    free_insert(h, s);
+}
+
+/* Best fit: the smallest run of at least npages; among equals, the first,
+ * which is a dirty one when there is one. */
+static struct sm_mspan *find_fit(struct sm_mheap *h, size_t npages)
+{
+    for (size_t n = npages; n < SM_HEAP_NLISTS; n++)
+        if (h->free[n].first)
+            return h->free[n].first;
+    struct sm_mspan *best = NULL;
+    for (struct sm_mspan *s = h->freelarge.first; s; s = s->next) {
+        if (s->npages < npages)
+            continue;
+        if (best == NULL || s->npages < best->npages ||
+            (s->npages == best->npages && s->nreleased < best->nreleased))
+            best = s;
+    }
+    return best;
+}
+
+/* A new free run over [base, base + npages pages) of fresh memory. */
+static bool add_fresh_run(struct sm_mheap *h, uintptr_t base, size_t npages)
+{
+    struct sm_mspan *s = span_new(h);
+    if (s == NULL)
+        return false;
+    s->base = base;
+    s->npages = npages;
+    s->state = SM_SPAN_FREE;
+    s->nreleased = (uint32_t)npages;
+    s->idle_since = 0;
+    sm_pagemap_set_kind(base, npages, SM_PAGE_FREE);
+    sm_pagemap_mark_released(base, npages, true);
+    h->st.pages_sys += npages;
+    h->st.pages_free += npages;
+    h->st.pages_released += npages;
+    free_join_insert(h, s);
+    return true;
+}
+
+/* Make at least npages more pages free, in one run. */
+static bool grow(struct sm_mheap *h, size_t npages)
+{
+    size_t ask = (npages + SM_HEAP_GROW_MIN_PAGES - 1) & ~(SM_HEAP_GROW_MIN_PAGES - 1);
+    uintptr_t bytes = PAGE_BYTES(ask);
+    if (h->cur_end - h->cur_base < bytes) {
+        size_t rsize = (bytes + SM_ARENA_SIZE - 1) & ~(SM_ARENA_SIZE - 1);
+        void *r = sm_os_reserve(rsize, SM_ARENA_SIZE);
+        if (r == NULL)
+            return false;
+        if (!sm_pagemap_add_region((uintptr_t)r, rsize, &h->st.arena_meta_sys)) {
+            sm_os_unmap(r, rsize);
+            return false;
+        }
+        if ((uintptr_t)r == h->cur_end) {
+            h->cur_end += rsize;
+        } else {
+            /* Not contiguous: the rest of the old reservation joins the
+             * heap now, so it is not lost. */
+            if (h->cur_end > h->cur_base &&
+                !add_fresh_run(h, h->cur_base, (h->cur_end - h->cur_base) >> SM_PAGE_SHIFT))
+                return false;
+            h->cur_base = (uintptr_t)r;
+            h->cur_end = (uintptr_t)r + rsize;
+        }
+    }
+    if (!add_fresh_run(h, h->cur_base, ask))
+        return false;
+    h->cur_base += bytes;
+    return true;
+}
+
+/* Carve [base, base + npages) out of free run s (already out of its list),
+ * giving the head and tail back as free runs. */
+static bool carve(struct sm_mheap *h, struct sm_mspan *s, size_t npages, size_t align_pages)
+{
+    uintptr_t start = s->base;
+    if (align_pages > 1) {
+        uintptr_t ab = PAGE_BYTES(align_pages);
+        start = (s->base + ab - 1) & ~(ab - 1);
+    }
+    size_t head = (start - s->base) >> SM_PAGE_SHIFT;
+    size_t tail = s->npages - head - npages;
+    struct sm_mspan *hs = NULL, *ts = NULL;
+    if (head && (hs = span_new(h)) == NULL)
+        return false;
+    if (tail && (ts = span_new(h)) == NULL) {
+        if (hs)
+            span_dispose(h, hs);
+        return false;
+    }
+    if (hs) {
+        hs->base = s->base;
+        hs->npages = head;
+        hs->state = SM_SPAN_FREE;
+        hs->idle_since = s->idle_since;
+        hs->nreleased = (uint32_t)sm_pagemap_count_released(hs->base, head);
+        sm_pagemap_set_span(hs->base, hs);
+        sm_pagemap_set_span(hs->base + PAGE_BYTES(head - 1), hs);
+        free_insert(h, hs);
+    }
+    if (ts) {
+        ts->base = start + PAGE_BYTES(npages);
+        ts->npages = tail;
+        ts->state = SM_SPAN_FREE;
+        ts->idle_since = s->idle_since;
+        ts->nreleased = (uint32_t)sm_pagemap_count_released(ts->base, tail);
+        sm_pagemap_set_span(ts->base, ts);
+        sm_pagemap_set_span(ts->base + PAGE_BYTES(tail - 1), ts);
+        free_insert(h, ts);
+    }
+    s->base = start;
+    s->npages = npages;
+    return true;
+}
+
+struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_pages, uint8_t kind)
+{
+    size_t need = npages + (align_pages > 1 ? align_pages - 1 : 0);
+    sm_mheap_lock(h);
+    struct sm_mspan *s = find_fit(h, need);
+    if (s == NULL) {
+        if (!grow(h, need) || (s = find_fit(h, need)) == NULL) {
+            sm_mheap_unlock(h);
+            return NULL;
+        }
+    }
+    free_remove(h, s);
+    if (!carve(h, s, npages, align_pages)) {
+        free_insert(h, s);
+        sm_mheap_unlock(h);
+        return NULL;
+    }
+    size_t released = sm_pagemap_count_released(s->base, npages);
+    if (released) {
+        sm_pagemap_mark_released(s->base, npages, false);
+        h->st.pages_released -= released;
+    }
+    h->st.pages_free -= npages;
+    h->st.pages_inuse += npages;
+    s->nreleased = 0;
+    s->idle_since = 0;
+    s->needzero = sm_pagemap_take_needzero(s->base, npages);
+    s->specials = NULL;
+    sm_pagemap_set_spans(s->base, npages, s);
+    if (kind == SM_PAGE_LARGE) {
+        s->state = SM_SPAN_LARGE;
+        s->sizeclass = 0;
+        s->elemsize = 0;
+        h->st.large_nmalloc++;
+        h->st.large_bytes_alloc += PAGE_BYTES(npages);
+    } else {
+        s->state = SM_SPAN_SMALL;
+        sm_mspan_init_small(s, kind);
+    }
+    /* Publish the kind last: the free fast path trusts it. */
+    sm_pagemap_set_kind(s->base, npages, kind);
+    sm_mheap_unlock(h);
+    return s;
+}
+
+void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
+{
+    uint64_t now = sm_nanotime();
+    sm_mheap_lock(h);
+    if (s->state == SM_SPAN_LARGE) {
+        h->st.large_nfree++;
+        h->st.large_bytes_free += PAGE_BYTES(s->npages);
+    }
+    sm_pagemap_set_kind(s->base, s->npages, SM_PAGE_FREE);
+    h->st.pages_inuse -= s->npages;
+    h->st.pages_free += s->npages;
+    s->state = SM_SPAN_FREE;
+    s->list = SM_LIST_NONE;
+    s->sizeclass = 0;
+    s->freelist = NULL;
+    s->specials = NULL;
+    s->nreleased = 0;
+    s->idle_since = now;
+    free_join_insert(h, s);
+    sm_mheap_unlock(h);
+}
+
+/* ---- giving pages back --------------------------------------------------- */
+
+/* The oldest free run with resident pages, idle since before idle_before
+ * (0: any) and at least min_pages long. */
+static struct sm_mspan *oldest_dirty(struct sm_mheap *h, uint64_t idle_before, size_t min_pages)
+{
+    struct sm_mspan *best = NULL;
+    for (size_t i = min_pages < SM_HEAP_NLISTS ? min_pages : SM_HEAP_NLISTS; i <= SM_HEAP_NLISTS; i++) {
+        struct sm_spanlist *l = i < SM_HEAP_NLISTS ? &h->free[i] : &h->freelarge;
+        for (struct sm_mspan *s = l->first; s; s = s->next) {
+            if (s->nreleased >= s->npages || s->npages < min_pages)
+                continue;
+            if (idle_before && s->idle_since > idle_before)
+                continue;
+            if (best == NULL || s->idle_since < best->idle_since)
+                best = s;
+        }
+    }
+    return best;
+}
+
+size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_before_ns, int why)
+{
+    int policy = __atomic_load_n(&sm_opts.release, __ATOMIC_RELAXED);
+    if (policy == SM_RELEASE_NONE)
+        return 0;
+    /* Background and limit releases go in runs of at least 64 KiB so page
+     * tables and huge pages are not shredded; an explicit call takes all. */
+    size_t min_pages = why == SM_SCAV_EXPLICIT ? 1 : (64 * 1024) >> SM_PAGE_SHIFT;
+    size_t done = 0;
+    sm_mheap_lock(h);
+    while (done < max_bytes) {
+        struct sm_mspan *s = oldest_dirty(h, idle_before_ns, min_pages);
+        if (s == NULL)
+            break;
+        free_remove(h, s);
+        s->state = SM_SPAN_SCAVENGING;
+        /* Release the high end of the run first (as Go does), no more than
+         * asked, rounded up to the minimum run. */
+        size_t want = (max_bytes - done + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
+        if (want < min_pages)
+            want = min_pages;
+        if (want > s->npages)
+            want = s->npages;
+        uintptr_t rbase = s->base + PAGE_BYTES(s->npages - want);
+        size_t before = sm_pagemap_count_released(rbase, want);
+        sm_mheap_unlock(h);
+
+        bool ok = sm_os_release((void *)rbase, PAGE_BYTES(want), policy);
+
+        sm_mheap_lock(h);
+        if (ok) {
+            size_t fresh = want - before;
+            sm_pagemap_mark_released(rbase, want, true);
+            s->nreleased += (uint32_t)fresh;
+            h->st.pages_released += fresh;
+            h->st.released_bytes_total += PAGE_BYTES(fresh);
+            done += PAGE_BYTES(fresh);
+            if (why == SM_SCAV_BACKGROUND)
+                h->st.nrelease_scavenger++;
+            else if (why == SM_SCAV_LIMIT)
+                h->st.nrelease_limit++;
+            else
+                h->st.nrelease_explicit++;
+        }
+        s->state = SM_SPAN_FREE;
+        free_join_insert(h, s);
+        if (!ok)
+            break;
+    }
+    sm_mheap_unlock(h);
+    return done;
+}
+
+/* ---- validation ----------------------------------------------------------- */
+
+void sm_mheap_check(struct sm_mheap *h)
+{
+    sm_mheap_lock(h);
+    uint64_t free_pages = 0, released = 0;
+    for (size_t i = 1; i <= SM_HEAP_NLISTS; i++) {
+        struct sm_spanlist *l = i < SM_HEAP_NLISTS ? &h->free[i] : &h->freelarge;
+        size_t len = 0;
+        for (struct sm_mspan *s = l->first; s; s = s->next) {
+            len++;
+            if (s->state != SM_SPAN_FREE)
+                sm_throw("mheap: span in free list is not free");
+            if (i < SM_HEAP_NLISTS ? s->npages != i : s->npages < SM_HEAP_NLISTS)
+                sm_throw("mheap: span in the wrong free list");
+            if (sm_pagemap_span(s->base) != s ||
+                sm_pagemap_span(s->base + PAGE_BYTES(s->npages - 1)) != s)
+                sm_throw("mheap: free run ends not in page map");
+            if (sm_pagemap_kind(s->base) != SM_PAGE_FREE)
+                sm_throw("mheap: free run page not marked free");
+            if (sm_pagemap_count_released(s->base, s->npages) != s->nreleased)
+                sm_throw("mheap: released count disagrees with bitmap");
+            if (sm_pagemap_kind(s->base - SM_PAGE_SIZE) == SM_PAGE_FREE &&
+                sm_pagemap_span(s->base - SM_PAGE_SIZE)->state == SM_SPAN_FREE)
+                sm_throw("mheap: free runs not joined");
+            free_pages += s->npages;
+            released += s->nreleased;
+        }
+        if (len != l->len)
+            sm_throw("mheap: free list length");
+    }
+    if (free_pages != h->st.pages_free)
+        sm_throw("mheap: pages_free disagrees with free lists");
+    if (released != h->st.pages_released)
+        sm_throw("mheap: pages_released disagrees with free runs");
+    if (h->st.pages_inuse + h->st.pages_free != h->st.pages_sys)
+        sm_throw("mheap: inuse + free != sys");
+    sm_mheap_unlock(h);
+}

@@ -1,0 +1,51 @@
+/*
+ * os.h - the contract between spanmalloc and the operating system.
+ *
+ * os_linux.c is the only file that calls mmap, munmap or madvise.  Memory
+ * moves through the states Go's runtime names in mem.go:
+ *
+ *   None      not mapped by us.
+ *   Reserved  address space mapped PROT_NONE-free but never touched; it costs
+ *             no RSS.  sm_os_reserve() returns memory in this state.
+ *   Ready     touched and resident (the program writes to it).
+ *   Released  given back with sm_os_release(): with SM_RELEASE_DONTNEED the
+ *             pages are gone from RSS at once and read back as zero; with
+ *             SM_RELEASE_FREE the kernel reclaims them lazily and they may
+ *             keep their old contents until it does.
+ *
+ * Nothing here takes a lock or calls malloc, so any tier may call it with
+ * its own lock held, except sm_os_release, which the heap calls without its
+ * lock (madvise can be slow on large ranges).
+ */
+#ifndef SM_OS_H
+#define SM_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/* Map size bytes (a multiple of the OS page size) aligned to align (a power
+ * of two, at least the OS page size).  Returns NULL on failure, never
+ * aborts.  The memory is zero-filled and not yet resident. */
+void *sm_os_reserve(size_t size, size_t align);
+
+/* Unmap what sm_os_reserve returned (or a page-aligned part of it). */
+void sm_os_unmap(void *p, size_t size);
+
+/* Give pages back with the given advice (enum sm_release values).  Returns
+ * false if the kernel refused. */
+bool sm_os_release(void *p, size_t size, int advice);
+
+/* Metadata memory: page-rounded anonymous mappings for internal structures
+ * that must not come from malloc (fixalloc chunks, profile buffers). */
+void *sm_os_alloc(size_t size);
+void sm_os_free(void *p, size_t size);
+
+/* The kernel's page size (4096 on x86-64). */
+size_t sm_os_page_size(void);
+
+/* Test hook: make the nth sm_os_reserve/sm_os_alloc call from now fail
+ * (1 = the next one); 0 disables.  Used by the fault-injection tests. */
+void sm_os_fail_nth(uint64_t n);
+
+#endif

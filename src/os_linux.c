@@ -1,0 +1,105 @@
+/*
+ * os_linux.c - the only file that calls mmap, munmap and madvise.
+ *
+ * Heap memory is reserved in arena-aligned chunks (64 MiB and up); like Go's
+ * arena hints we ask for the address right after the previous reservation,
+ * so the heap tends to stay one contiguous range and free runs can join
+ * across arenas.  Alignment beyond what mmap gives is made by mapping more
+ * and unmapping the ends.
+ *
+ * A failure is a NULL, never an abort: the heap turns it into ENOMEM.
+ */
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static uintptr_t next_hint;
+static uint64_t fail_countdown;   /* test hook, see os.h */
+
+void sm_os_fail_nth(uint64_t n)
+{
+    __atomic_store_n(&fail_countdown, n, __ATOMIC_RELAXED);
+}
+
+static bool injected_failure(void)
+{
+    uint64_t n = __atomic_load_n(&fail_countdown, __ATOMIC_RELAXED);
+    if (n == 0)
+        return false;
+    if (__atomic_sub_fetch(&fail_countdown, 1, __ATOMIC_RELAXED) == 0)
+        return true;
+    return false;
+}
+
+static void *map_anon(void *hint, size_t size)
+{
+    void *p = mmap(hint, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void *sm_os_reserve(size_t size, size_t align)
+{
+    if (injected_failure())
+        return NULL;
+    if (next_hint != 0) {
+        void *p = map_anon((void *)next_hint, size);
+        if (p != NULL && ((uintptr_t)p & (align - 1)) == 0) {
+            next_hint = (uintptr_t)p + size;
+            return p;
+        }
+        if (p != NULL)
+            munmap(p, size);
+    }
+    if (size + align < size)
+        return NULL;
+    char *p = map_anon(NULL, size + align);
+    if (p == NULL)
+        return NULL;
+    uintptr_t start = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
+    size_t head = start - (uintptr_t)p;
+    size_t tail = align - head;
+    if (head)
+        munmap(p, head);
+    if (tail)
+        munmap((char *)start + size, tail);
+    next_hint = start + size;
+    return (void *)start;
+}
+
+void sm_os_unmap(void *p, size_t size)
+{
+    munmap(p, size);
+}
+
+bool sm_os_release(void *p, size_t size, int advice)
+{
+    int adv = advice == 1 ? MADV_FREE : MADV_DONTNEED;
+    return madvise(p, size, adv) == 0;
+}
+
+size_t sm_os_page_size(void)
+{
+    static size_t cached;
+    if (cached == 0)
+        cached = (size_t)sysconf(_SC_PAGESIZE);
+    return cached;
+}
+
+void *sm_os_alloc(size_t size)
+{
+    if (injected_failure())
+        return NULL;
+    size_t ps = sm_os_page_size();
+    size = (size + ps - 1) & ~(ps - 1);
+    return map_anon(NULL, size);
+}
+
+void sm_os_free(void *p, size_t size)
+{
+    size_t ps = sm_os_page_size();
+    size = (size + ps - 1) & ~(ps - 1);
+    munmap(p, size);
+}

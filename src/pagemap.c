@@ -1,0 +1,138 @@
+/*
+ * pagemap.c - address to span in O(1), for any pointer we handed out.
+ *
+ * As Go's arena index: the 48-bit address space is cut into 64 MiB arenas;
+ * sm_arenas[addr >> 26] points to the arena's metadata or is NULL for
+ * address space that is not ours.  Each arena holds, per 8 KiB page:
+ *   pagekind   one byte, all that free's fast path reads (types.h);
+ *   spans      the span owning the page: every page of an in-use span, the
+ *              first and last page of a free run (enough to join neighbours);
+ *   released   one bit: the page is not resident (fresh, or given back).
+ * and zeroed_base, Go's high-water mark of pages ever handed out, so memory
+ * fresh from the OS is known to be zero and calloc does not clear it again.
+ *
+ * Arena metadata comes from the OS layer.  It is written under the heap lock
+ * only; the fast path reads pagekind of pages it owns objects in, which were
+ * published before the objects were handed out.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+SM_HIDDEN struct sm_heap_arena *sm_arenas[SM_ARENA_INDEX_LEN];
+
+bool sm_pagemap_add_region(uintptr_t base, size_t size, uint64_t *meta_bytes)
+{
+    for (uintptr_t a = base; a < base + size; a += SM_ARENA_SIZE) {
+        if (sm_arenas[a >> SM_ARENA_SHIFT] != NULL)
+            continue;
+        struct sm_heap_arena *ar = sm_os_alloc(sizeof *ar);
+        if (ar == NULL)
+            return false;   /* arenas registered so far stay: harmless */
+        ar->base = a;
+        *meta_bytes += (sizeof *ar + 4095) & ~(size_t)4095;
+        __atomic_store_n(&sm_arenas[a >> SM_ARENA_SHIFT], ar, __ATOMIC_RELEASE);
+    }
+    return true;
+}
+
+/* Call fn over the parts of [base, base + npages pages) in each arena. */
+#define FOR_EACH_ARENA_PART(base, npages, ar, idx, n, body)                  \
+    do {                                                                      \
+        uintptr_t a_ = (base);                                                \
+        size_t left_ = (npages);                                              \
+        while (left_ > 0) {                                                   \
+            struct sm_heap_arena *ar = sm_arenas[a_ >> SM_ARENA_SHIFT];       \
+            size_t idx = sm_pagemap_index(a_);                                \
+            size_t n = SM_PAGES_PER_ARENA - idx;                              \
+            if (n > left_)                                                    \
+                n = left_;                                                    \
+            body;                                                             \
+            a_ += (uintptr_t)n << SM_PAGE_SHIFT;                              \
+            left_ -= n;                                                       \
+        }                                                                     \
+    } while (0)
+
+void sm_pagemap_set_kind(uintptr_t base, size_t npages, uint8_t kind)
+{
+    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, memset(&ar->pagekind[idx], kind, n));
+}
+
+void sm_pagemap_set_spans(uintptr_t base, size_t npages, struct sm_mspan *s)
+{
+    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, {
+        for (size_t i = 0; i < n; i++)
+            ar->spans[idx + i] = s;
+    });
+}
+
+void sm_pagemap_set_span(uintptr_t addr, struct sm_mspan *s)
+{
+    sm_arenas[addr >> SM_ARENA_SHIFT]->spans[sm_pagemap_index(addr)] = s;
+}
+
+struct sm_mspan *sm_pagemap_span(uintptr_t addr)
+{
+    struct sm_heap_arena *ar = sm_pagemap_arena(addr);
+    return ar ? ar->spans[sm_pagemap_index(addr)] : NULL;
+}
+
+uint8_t sm_pagemap_kind(uintptr_t addr)
+{
+    struct sm_heap_arena *ar = sm_pagemap_arena(addr);
+    return ar ? ar->pagekind[sm_pagemap_index(addr)] : SM_PAGE_NONE;
+}
+
+/* Bits [i, i+n) of a bitmap: count, set, or clear them word by word. */
+static size_t bits_count(const uint64_t *bm, size_t i, size_t n)
+{
+    size_t c = 0;
+    while (n > 0) {
+        size_t w = i / 64, b = i % 64;
+        size_t k = 64 - b < n ? 64 - b : n;
+        uint64_t mask = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << b;
+        c += (size_t)__builtin_popcountll(bm[w] & mask);
+        i += k;
+        n -= k;
+    }
+    return c;
+}
+
+static void bits_set(uint64_t *bm, size_t i, size_t n, bool on)
+{
+    while (n > 0) {
+        size_t w = i / 64, b = i % 64;
+        size_t k = 64 - b < n ? 64 - b : n;
+        uint64_t mask = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << b;
+        if (on)
+            bm[w] |= mask;
+        else
+            bm[w] &= ~mask;
+        i += k;
+        n -= k;
+    }
+}
+
+size_t sm_pagemap_count_released(uintptr_t base, size_t npages)
+{
+    size_t c = 0;
+    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, c += bits_count(ar->released, idx, n));
+    return c;
+}
+
+void sm_pagemap_mark_released(uintptr_t base, size_t npages, bool released)
+{
+    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, bits_set(ar->released, idx, n, released));
+}
+
+bool sm_pagemap_take_needzero(uintptr_t base, size_t npages)
+{
+    bool dirty = false;
+    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, {
+        if (idx < ar->zeroed_base)
+            dirty = true;
+        if (idx + n > ar->zeroed_base)
+            ar->zeroed_base = (uint32_t)(idx + n);
+    });
+    return dirty;
+}

@@ -1,0 +1,161 @@
+/*
+ * types.h - every structure of spanmalloc, hot fields first.
+ *
+ * The tiers (see malloc.c for the overview):
+ *   struct sm_mcache    per thread, no lock: free lists per size class.
+ *   struct sm_mcentral  per size class, own lock: spans with free objects.
+ *   struct sm_mheap     one, own lock: page runs, the arenas, large objects.
+ *   struct sm_mspan     a run of pages: free, a small-object span, or one
+ *                       large object.
+ *   struct sm_heap_arena  per 64 MiB of address space: the page map.
+ */
+#ifndef SM_TYPES_H
+#define SM_TYPES_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sizeclasses.h"
+
+/* ---- address space and the page map ------------------------------------ */
+
+/* Go's heap arenas: 64 MiB each; an index of all 2^48 / 2^26 = 4 Mi possible
+ * arenas is a 32 MiB array in .bss, resident only where touched. */
+#define SM_ARENA_SHIFT 26
+#define SM_ARENA_SIZE ((uintptr_t)1 << SM_ARENA_SHIFT)
+#define SM_PAGES_PER_ARENA (SM_ARENA_SIZE >> SM_PAGE_SHIFT)
+#define SM_ADDR_BITS 48
+#define SM_ARENA_INDEX_LEN ((size_t)1 << (SM_ADDR_BITS - SM_ARENA_SHIFT))
+
+/* What a page holds, one byte per page in its arena.  The free fast path
+ * reads only this byte: values 1 .. SM_NUM_SIZE_CLASSES-1 are small-object
+ * pages it may handle itself; every other value sends it to the slow path. */
+enum {
+    SM_PAGE_NONE = 0,        /* not part of the heap: a foreign pointer */
+    SM_PAGE_SLOW = 0x80,     /* or'ed into a class: frees go the slow way
+                                (span holds profiled objects, checked mode) */
+    SM_PAGE_LARGE = 0xF0,    /* a page of a large object */
+    SM_PAGE_FREE = 0xF1,     /* a page of a free run */
+};
+
+struct sm_mspan;
+
+struct sm_heap_arena {
+    uint8_t pagekind[SM_PAGES_PER_ARENA];          /* read by free's fast path */
+    struct sm_mspan *spans[SM_PAGES_PER_ARENA];    /* in-use span: every page;
+                                                      free run: first and last */
+    uint64_t released[SM_PAGES_PER_ARENA / 64];    /* bit set: page not resident
+                                                      (fresh or given back) */
+    uintptr_t base;                                /* address of page 0 */
+    uint32_t zeroed_base;                          /* pages from here on were
+                                                      never handed out: zero */
+};
+
+/* ---- spans -------------------------------------------------------------- */
+
+enum sm_span_state {
+    SM_SPAN_DEAD = 0,       /* on the fixalloc free list */
+    SM_SPAN_FREE,           /* a free run in the heap's free lists */
+    SM_SPAN_SCAVENGING,     /* a free run taken out while madvise runs */
+    SM_SPAN_SMALL,          /* objects of one size class */
+    SM_SPAN_LARGE,          /* one large object */
+};
+
+enum sm_span_list { SM_LIST_NONE = 0, SM_LIST_PARTIAL, SM_LIST_FULL };
+
+struct sm_special;
+
+struct sm_mspan {
+    struct sm_mspan *next;     /* list links: mcentral or heap free list */
+    struct sm_mspan *prev;
+    uintptr_t base;            /* first byte */
+    size_t npages;
+    void *freelist;            /* small: objects returned to this span */
+    uint32_t nfree;            /* small: free objects (freelist + uncarved) */
+    uint32_t ncarved;          /* small: objects ever handed out (bump) */
+    uint32_t elemsize;         /* small: class size; large: 0 */
+    uint8_t sizeclass;         /* small: class; else 0 */
+    uint8_t state;             /* enum sm_span_state */
+    uint8_t list;              /* small: enum sm_span_list */
+    uint8_t needzero;          /* 1 if the pages may hold old data */
+    uint32_t nreleased;        /* free: pages of the run not resident */
+    uint64_t idle_since;       /* free: monotonic ns when it became free */
+    struct sm_special *specials; /* profiled objects in this span, by address */
+    size_t reqsize;            /* large: requested bytes (for the profiler) */
+};
+
+struct sm_spanlist {
+    struct sm_mspan *first;
+    size_t len;
+};
+
+/* ---- fixed-size metadata allocator -------------------------------------- */
+
+struct sm_fixalloc {
+    size_t size;               /* bytes per element */
+    void *list;                /* freed elements */
+    char *chunk;               /* bump area of the current chunk */
+    size_t nchunk;             /* bytes left in it */
+    uint64_t inuse;            /* bytes handed out (stats) */
+    uint64_t sys;              /* bytes obtained from the OS (stats) */
+};
+
+/* ---- page heap ---------------------------------------------------------- */
+
+/* Free runs of 1..SM_HEAP_NLISTS-1 pages sit in exact-size lists; longer runs
+ * in one list searched best-fit (tcmalloc's classic page heap). */
+#define SM_HEAP_NLISTS 128
+
+struct sm_heap_stats {
+    uint64_t pages_sys;        /* pages grown into the heap */
+    uint64_t pages_inuse;      /* pages in small or large spans */
+    uint64_t pages_free;       /* pages in free runs (incl. released) */
+    uint64_t pages_released;   /* free pages not resident */
+    uint64_t pages_lazy;       /* released with MADV_FREE, not reused since */
+    uint64_t large_nmalloc, large_nfree;
+    uint64_t large_bytes_alloc, large_bytes_free;
+    uint64_t released_bytes_total;    /* bytes ever given back */
+    uint64_t nrelease_scavenger, nrelease_limit, nrelease_explicit;
+    uint64_t arena_meta_sys;   /* bytes of struct sm_heap_arena */
+};
+
+struct sm_mheap {
+    pthread_mutex_t lock;
+    struct sm_spanlist free[SM_HEAP_NLISTS];   /* index npages; [0] unused */
+    struct sm_spanlist freelarge;              /* runs >= SM_HEAP_NLISTS pages */
+    uintptr_t cur_base, cur_end;               /* reserved, not yet grown */
+    struct sm_fixalloc spanalloc;
+    struct sm_heap_stats st;
+};
+
+/* ---- central lists ------------------------------------------------------ */
+
+struct sm_mcentral {
+    pthread_mutex_t lock;
+    struct sm_mspan *partial;  /* spans with at least one free object */
+    struct sm_mspan *full;     /* spans with none */
+    uint32_t sizeclass;
+    uint32_t nspans;
+} __attribute__((aligned(64)));
+
+/* ---- per-thread cache --------------------------------------------------- */
+
+struct sm_cacheclass {
+    void *head;                /* free objects, linked through their first word */
+    uint32_t count;            /* objects on the list */
+    uint32_t bound;            /* most it may hold; 0 in the empty cache */
+    uint64_t nmalloc;          /* stats: objects handed out from this class */
+    uint64_t nfree;            /* stats: objects given back to it */
+};
+
+struct sm_mcache {
+    intptr_t sample_left;      /* bytes until the next profile sample */
+    struct sm_cacheclass c[SM_NUM_SIZE_CLASSES];
+    struct sm_mcache *all_next, *all_prev;  /* registry, for stats */
+    uint64_t flush_gen;        /* sm_free_os_memory generation seen */
+    uint64_t rng;              /* profiler's random state */
+};
+
+#endif
