@@ -370,14 +370,19 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
             break;
         free_remove(h, s);
         s->state = SM_SPAN_SCAVENGING;
-        /* Release the high end of the run first (as Go does), no more than
-         * asked, rounded up to the minimum run. */
-        size_t want = (max_bytes - done + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
+        /* Release the highest resident pages of the run first (as Go
+         * does), no more than asked, rounded up to the minimum run. */
+        size_t left = max_bytes - done;
+        size_t want = left >= PAGE_BYTES(s->npages) ? s->npages
+                                                    : (left + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
         if (want < min_pages)
             want = min_pages;
-        if (want > s->npages)
-            want = s->npages;
-        uintptr_t rbase = s->base + PAGE_BYTES(s->npages - want);
+        size_t end = s->npages;   /* one past the last resident page */
+        while (end > 0 && sm_pagemap_count_released(s->base + PAGE_BYTES(end - 1), 1))
+            end--;
+        if (want > end)
+            want = end;
+        uintptr_t rbase = s->base + PAGE_BYTES(end - want);
         size_t before = sm_pagemap_count_released(rbase, want);
         sm_mheap_unlock(h);
 

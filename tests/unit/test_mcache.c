@@ -1,0 +1,138 @@
+/*
+ * test_mcache.c - the thread cache: made on first use, bounded lists,
+ * batches to and from mcentral, given back at thread exit; and the OS
+ * layer's fault hook turning mmap failures into ENOMEM.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+
+static uint32_t cache_count(void)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&sm_mcache_lock);
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
+        n++;
+    pthread_mutex_unlock(&sm_mcache_lock);
+    return n;
+}
+
+static void test_cache_made_on_first_use(void **state)
+{
+    (void)state;
+    void *p = malloc(40);
+    assert_non_null(p);
+    assert_ptr_not_equal(sm_tls_mcache, &sm_mcache_empty);
+    free(p);
+}
+
+static void test_bounds(void **state)
+{
+    (void)state;
+    uint32_t cls = sm_size_to_class(64);
+    struct sm_cacheclass *cc = &sm_tls_mcache->c[cls];
+    enum { N = 5000 };
+    static void *objs[N];
+    for (int i = 0; i < N; i++)
+        objs[i] = malloc(64);
+    /* A refill brings one batch at most. */
+    assert_true(cc->count <= sm_class_batch[cls]);
+    for (int i = 0; i < N; i++) {
+        free(objs[i]);
+        assert_true(cc->count <= cc->bound);
+    }
+    assert_int_equal(cc->bound, 2 * sm_class_batch[cls]);
+    assert_true(cc->count >= sm_class_batch[cls]);
+    /* The batches are sized from the object size. */
+    assert_int_equal(sm_class_batch[sm_size_to_class(16)], 64);
+    assert_int_equal(sm_class_batch[sm_size_to_class(32768)], 2);
+}
+
+static void test_flush(void **state)
+{
+    (void)state;
+    void *p = malloc(3000);
+    free(p);
+    uint32_t cls = sm_size_to_class(3000);
+    assert_true(sm_tls_mcache->c[cls].count > 0);
+    sm_mcache_flush(sm_tls_mcache);
+    for (uint32_t c = 1; c < SM_NUM_SIZE_CLASSES; c++)
+        assert_int_equal(sm_tls_mcache->c[c].count, 0);
+    assert_null(sm_tls_mcache->c[cls].head);
+}
+
+static uint64_t dead_mallocs(uint32_t cls)
+{
+    pthread_mutex_lock(&sm_mcache_lock);
+    uint64_t n = sm_dead.nmalloc[cls];
+    pthread_mutex_unlock(&sm_mcache_lock);
+    return n;
+}
+
+static void *thread_body(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 100; i++)
+        free(malloc(208));
+    void *keep = malloc(208);
+    return keep;
+}
+
+static void test_thread_exit_returns_cache(void **state)
+{
+    (void)state;
+    uint32_t cls = sm_size_to_class(208);
+    uint32_t before = cache_count();
+    uint64_t dead0 = dead_mallocs(cls);
+    pthread_t t;
+    void *kept = NULL;
+    assert_int_equal(pthread_create(&t, NULL, thread_body, NULL), 0);
+    assert_int_equal(pthread_join(t, &kept), 0);
+    assert_non_null(kept);
+    /* Its cache is gone from the registry, its counts kept. */
+    assert_int_equal(cache_count(), before);
+    assert_true(dead_mallocs(cls) >= dead0 + 101);
+    free(kept);
+}
+
+static void test_mmap_failure_is_enomem(void **state)
+{
+    (void)state;
+    /* A request bigger than anything free: the heap must map more, and the
+     * first map fails. */
+    sm_os_fail_nth(1);
+    errno = 0;
+    void *p = malloc((size_t)3 << 30);
+    assert_null(p);
+    assert_int_equal(errno, ENOMEM);
+    sm_os_fail_nth(0);
+    /* The heap is still usable, and the same request now works. */
+    void *q = malloc(100);
+    assert_non_null(q);
+    p = malloc((size_t)3 << 30);
+    assert_non_null(p);
+    ((char *)p)[((size_t)3 << 30) - 1] = 1;
+    free(p);
+    free(q);
+    sm_mheap_check(&sm_heap);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cache_made_on_first_use),
+        cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_flush),
+        cmocka_unit_test(test_thread_exit_returns_cache),
+        cmocka_unit_test(test_mmap_failure_is_enomem),
+    };
+    return cmocka_run_group_tests_name("mcache", tests, NULL, NULL);
+}

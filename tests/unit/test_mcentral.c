@@ -1,0 +1,131 @@
+/*
+ * test_mcentral.c - central lists on their own (refill and drain in
+ * batches, full and partial spans, empty spans back to the heap) over a
+ * private heap.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+
+struct fixture {
+    struct sm_mheap h;
+    struct sm_mcentral c;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = sm_os_alloc(sizeof *f);
+    sm_mheap_init(&f->h);
+    sm_mcentral_init(&f->c, sm_size_to_class(256));
+    *state = f;
+    return 0;
+}
+
+static uint32_t list_len(void *head)
+{
+    uint32_t n = 0;
+    for (; head; head = *(void **)head)
+        n++;
+    return n;
+}
+
+static uint32_t spans_on(struct sm_mspan *s)
+{
+    uint32_t n = 0;
+    for (; s; s = s->next)
+        n++;
+    return n;
+}
+
+static void test_refill_batch(void **state)
+{
+    struct fixture *f = *state;
+    void *head = NULL;
+    uint32_t n = sm_mcentral_alloc_batch(&f->c, &f->h, 10, &head);
+    assert_int_equal(n, 10);
+    assert_int_equal(list_len(head), 10);
+    assert_int_equal(f->c.nspans, 1);
+    assert_int_equal(spans_on(f->c.partial), 1);
+    for (void *p = head; p; p = *(void **)p) {
+        struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+        assert_int_equal(s->sizeclass, f->c.sizeclass);
+        assert_int_equal(((uintptr_t)p - s->base) % s->elemsize, 0);
+    }
+    sm_mcentral_free_batch(&f->c, &f->h, head, n);
+    /* The only partial span is kept for the next refill. */
+    assert_int_equal(f->c.nspans, 1);
+    assert_int_equal(f->c.partial->nfree, sm_class_to_nobjs[f->c.sizeclass]);
+}
+
+static void test_full_and_partial(void **state)
+{
+    struct fixture *f = *state;
+    uint32_t per_span = sm_class_to_nobjs[f->c.sizeclass];
+    void *head = NULL;
+    /* Two spans and a bit: two full, one partial. */
+    uint32_t want = 2 * per_span + 3;
+    assert_int_equal(sm_mcentral_alloc_batch(&f->c, &f->h, want, &head), want);
+    assert_int_equal(f->c.nspans, 3);
+    assert_int_equal(spans_on(f->c.full), 2);
+    assert_int_equal(spans_on(f->c.partial), 1);
+    uint64_t inuse = f->h.st.pages_inuse;
+    assert_int_equal(inuse, 3 * sm_class_to_npages[f->c.sizeclass]);
+    /* Give everything back: spans go to the heap but one. */
+    sm_mcentral_free_batch(&f->c, &f->h, head, want);
+    assert_int_equal(f->c.nspans, 1);
+    assert_null(f->c.full);
+    assert_int_equal(f->h.st.pages_inuse, sm_class_to_npages[f->c.sizeclass]);
+    sm_mcentral_release_empty(&f->c, &f->h);
+    assert_int_equal(f->c.nspans, 0);
+    assert_int_equal(f->h.st.pages_inuse, 0);
+    sm_mheap_check(&f->h);
+}
+
+static void test_objects_unique(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 2000 };
+    static void *objs[N];
+    uint32_t got = 0;
+    while (got < N) {
+        void *head = NULL;
+        uint32_t n = sm_mcentral_alloc_batch(&f->c, &f->h, 7, &head);
+        assert_true(n > 0);
+        for (void *p = head; p && got < N; p = *(void **)p)
+            objs[got++] = p;
+    }
+    for (uint32_t i = 0; i < N; i++)
+        memset(objs[i], (int)(i & 0xff), sm_class_to_size[f->c.sizeclass]);
+    for (uint32_t i = 0; i < N; i++)
+        assert_int_equal(((unsigned char *)objs[i])[255], i & 0xff);
+    /* Free in a scattered order, in batches of 5. */
+    for (uint32_t start = 0; start < 5; start++) {
+        void *head = NULL;
+        uint32_t n = 0;
+        for (uint32_t i = start; i < N; i += 5) {
+            *(void **)objs[i] = head;
+            head = objs[i];
+            n++;
+        }
+        sm_mcentral_free_batch(&f->c, &f->h, head, n);
+    }
+    assert_true(f->c.nspans <= 1);
+    assert_null(f->c.full);
+    sm_mheap_check(&f->h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_refill_batch, setup),
+        cmocka_unit_test_setup(test_full_and_partial, setup),
+        cmocka_unit_test_setup(test_objects_unique, setup),
+    };
+    sm_init();
+    return cmocka_run_group_tests_name("mcentral", tests, NULL, NULL);
+}

@@ -1,0 +1,246 @@
+/*
+ * test_mheap.c - the page heap on its own: allocate, free, join, grow,
+ * best fit, alignment, released-page accounting, zeroing.  Each test builds
+ * its own heap, so the process heap (which cmocka itself uses, through our
+ * malloc) is not disturbed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "spanmalloc.h"
+
+#define PB(n) ((uintptr_t)(n) << SM_PAGE_SHIFT)
+
+static int setup(void **state)
+{
+    struct sm_mheap *h = sm_os_alloc(sizeof *h);
+    sm_mheap_init(h);
+    *state = h;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    /* The heap's memory is left mapped: arenas are never unmapped. */
+    (void)state;
+    return 0;
+}
+
+static size_t nfree_runs(struct sm_mheap *h)
+{
+    size_t n = h->freelarge.len;
+    for (size_t i = 1; i < SM_HEAP_NLISTS; i++)
+        n += h->free[i].len;
+    return n;
+}
+
+static void test_alloc_free_stats(void **state)
+{
+    struct sm_mheap *h = *state;
+    struct sm_mspan *s = sm_mheap_alloc(h, 1, 0, SM_PAGE_LARGE);
+    assert_non_null(s);
+    assert_int_equal(s->npages, 1);
+    assert_int_equal(s->base % SM_PAGE_SIZE, 0);
+    assert_int_equal(s->state, SM_SPAN_LARGE);
+    assert_int_equal(h->st.pages_inuse, 1);
+    assert_true(h->st.pages_sys >= 1);
+    assert_int_equal(h->st.pages_inuse + h->st.pages_free, h->st.pages_sys);
+    assert_int_equal(sm_pagemap_kind(s->base), SM_PAGE_LARGE);
+    assert_ptr_equal(sm_pagemap_span(s->base), s);
+    uintptr_t base = s->base;
+    memset((void *)base, 0x5a, SM_PAGE_SIZE);
+    sm_mheap_check(h);
+    sm_mheap_free(h, s);
+    assert_int_equal(h->st.pages_inuse, 0);
+    assert_int_equal(h->st.pages_free, h->st.pages_sys);
+    assert_int_equal(sm_pagemap_kind(base), SM_PAGE_FREE);
+    assert_int_equal(h->st.large_nmalloc, 1);
+    assert_int_equal(h->st.large_nfree, 1);
+    sm_mheap_check(h);
+    /* Everything joined back into one run. */
+    assert_int_equal(nfree_runs(h), 1);
+}
+
+static void test_join_neighbours(void **state)
+{
+    struct sm_mheap *h = *state;
+    struct sm_mspan *a = sm_mheap_alloc(h, 3, 0, SM_PAGE_LARGE);
+    struct sm_mspan *b = sm_mheap_alloc(h, 3, 0, SM_PAGE_LARGE);
+    struct sm_mspan *c = sm_mheap_alloc(h, 3, 0, SM_PAGE_LARGE);
+    struct sm_mspan *d = sm_mheap_alloc(h, 3, 0, SM_PAGE_LARGE);
+    assert_true(a && b && c && d);
+    /* Fresh runs are handed out in address order from one grown run. */
+    assert_int_equal(b->base, a->base + PB(3));
+    assert_int_equal(c->base, b->base + PB(3));
+    size_t before = nfree_runs(h);
+    sm_mheap_free(h, a);
+    assert_int_equal(nfree_runs(h), before + 1);
+    sm_mheap_free(h, c);
+    assert_int_equal(nfree_runs(h), before + 2);
+    sm_mheap_check(h);
+    /* b joins a on its left and c on its right. */
+    uintptr_t abase = a->base;
+    sm_mheap_free(h, b);
+    assert_int_equal(nfree_runs(h), before + 1);
+    struct sm_mspan *run = sm_pagemap_span(abase);
+    assert_int_equal(run->state, SM_SPAN_FREE);
+    assert_int_equal(run->npages, 9);
+    sm_mheap_check(h);
+    sm_mheap_free(h, d);
+    assert_int_equal(nfree_runs(h), 1);
+    sm_mheap_check(h);
+}
+
+static void test_best_fit(void **state)
+{
+    struct sm_mheap *h = *state;
+    /* Holes of 5 and 3 pages, each fenced by an in-use page. */
+    struct sm_mspan *f0 = sm_mheap_alloc(h, 1, 0, SM_PAGE_LARGE);
+    struct sm_mspan *h5 = sm_mheap_alloc(h, 5, 0, SM_PAGE_LARGE);
+    struct sm_mspan *f1 = sm_mheap_alloc(h, 1, 0, SM_PAGE_LARGE);
+    struct sm_mspan *h3 = sm_mheap_alloc(h, 3, 0, SM_PAGE_LARGE);
+    struct sm_mspan *f2 = sm_mheap_alloc(h, 1, 0, SM_PAGE_LARGE);
+    uintptr_t b5 = h5->base, b3 = h3->base;
+    sm_mheap_free(h, h5);
+    sm_mheap_free(h, h3);
+    struct sm_mspan *x = sm_mheap_alloc(h, 3, 0, SM_PAGE_LARGE);
+    assert_int_equal(x->base, b3);
+    struct sm_mspan *y = sm_mheap_alloc(h, 4, 0, SM_PAGE_LARGE);
+    assert_int_equal(y->base, b5);
+    sm_mheap_check(h);
+    sm_mheap_free(h, x);
+    sm_mheap_free(h, y);
+    sm_mheap_free(h, f0);
+    sm_mheap_free(h, f1);
+    sm_mheap_free(h, f2);
+    sm_mheap_check(h);
+    assert_int_equal(h->st.pages_inuse, 0);
+}
+
+static void test_grow_across_arenas(void **state)
+{
+    struct sm_mheap *h = *state;
+    uint64_t sys0 = h->st.pages_sys;
+    /* 80 MiB: more than one 64 MiB arena. */
+    size_t n = (80u << 20) >> SM_PAGE_SHIFT;
+    struct sm_mspan *s = sm_mheap_alloc(h, n, 0, SM_PAGE_LARGE);
+    assert_non_null(s);
+    assert_true(h->st.pages_sys >= sys0 + n);
+    uintptr_t last = s->base + PB(n - 1);
+    assert_ptr_equal(sm_pagemap_span(last), s);
+    assert_int_equal(sm_pagemap_kind(last), SM_PAGE_LARGE);
+    assert_non_null(sm_pagemap_arena(last));
+    ((char *)last)[100] = 1;
+    sm_mheap_check(h);
+    sm_mheap_free(h, s);
+    sm_mheap_check(h);
+    assert_int_equal(h->st.pages_inuse, 0);
+}
+
+static void test_alignment(void **state)
+{
+    struct sm_mheap *h = *state;
+    static const size_t aligns[] = {2, 4, 64, 256, 1024};
+    for (size_t i = 0; i < sizeof aligns / sizeof aligns[0]; i++) {
+        struct sm_mspan *pad = sm_mheap_alloc(h, 1, 0, SM_PAGE_LARGE);
+        struct sm_mspan *s = sm_mheap_alloc(h, 3, aligns[i], SM_PAGE_LARGE);
+        assert_non_null(s);
+        assert_int_equal(s->base % PB(aligns[i]), 0);
+        assert_int_equal(s->npages, 3);
+        sm_mheap_check(h);
+        sm_mheap_free(h, s);
+        sm_mheap_free(h, pad);
+    }
+    sm_mheap_check(h);
+    assert_int_equal(h->st.pages_inuse, 0);
+}
+
+static void test_released_accounting(void **state)
+{
+    struct sm_mheap *h = *state;
+    /* Fresh memory counts as released until it is handed out. */
+    struct sm_mspan *s = sm_mheap_alloc(h, 64, 0, SM_PAGE_LARGE);
+    assert_non_null(s);
+    assert_int_equal(h->st.pages_released, h->st.pages_free);
+    assert_false(s->needzero);
+    memset((void *)s->base, 0xab, PB(64));
+    uintptr_t base = s->base;
+    sm_mheap_free(h, s);
+    /* The freed run is resident. */
+    assert_int_equal(h->st.pages_released + 64, h->st.pages_free);
+    sm_mheap_check(h);
+    int saved = sm_opts.release;
+    sm_opts.release = SM_RELEASE_DONTNEED;
+    size_t got = sm_mheap_scavenge(h, SIZE_MAX, 0, SM_SCAV_EXPLICIT);
+    sm_opts.release = saved;
+    assert_int_equal(got, PB(64));
+    assert_int_equal(h->st.pages_released, h->st.pages_free);
+    assert_int_equal(h->st.released_bytes_total, PB(64));
+    sm_mheap_check(h);
+    /* DONTNEED pages read back as zero, and reusing them moves them out of
+     * heap_released. */
+    assert_int_equal(((unsigned char *)base)[0], 0);
+    struct sm_mspan *t = sm_mheap_alloc(h, 64, 0, SM_PAGE_LARGE);
+    assert_int_equal(t->base, base);
+    assert_true(t->needzero);   /* handed out before: may hold old data */
+    assert_int_equal(h->st.pages_released, h->st.pages_free);
+    sm_mheap_free(h, t);
+    sm_mheap_check(h);
+}
+
+static void test_release_off(void **state)
+{
+    struct sm_mheap *h = *state;
+    struct sm_mspan *s = sm_mheap_alloc(h, 16, 0, SM_PAGE_LARGE);
+    memset((void *)s->base, 1, PB(16));
+    sm_mheap_free(h, s);
+    uint64_t rel = h->st.pages_released;
+    int saved = sm_opts.release;
+    sm_opts.release = SM_RELEASE_NONE;
+    assert_int_equal(sm_mheap_scavenge(h, SIZE_MAX, 0, SM_SCAV_EXPLICIT), 0);
+    sm_opts.release = saved;
+    assert_int_equal(h->st.pages_released, rel);
+}
+
+static void test_small_span(void **state)
+{
+    struct sm_mheap *h = *state;
+    uint8_t cls = (uint8_t)sm_size_to_class(100);
+    struct sm_mspan *s = sm_mheap_alloc(h, sm_class_to_npages[cls], 0, cls);
+    assert_non_null(s);
+    assert_int_equal(s->state, SM_SPAN_SMALL);
+    assert_int_equal(s->elemsize, sm_class_to_size[cls]);
+    assert_int_equal(s->nfree, sm_class_to_nobjs[cls]);
+    assert_int_equal(sm_pagemap_kind(s->base), cls);
+    void *head = NULL;
+    assert_int_equal(sm_mspan_take(s, 5, &head), 5);
+    /* Carved in address order, each at a multiple of the object size. */
+    for (uint32_t i = 0; i < 5; i++) {
+        assert_int_equal((uintptr_t)head, s->base + i * s->elemsize);
+        assert_int_equal(sm_mspan_objindex(s, (uintptr_t)head), i);
+        head = *(void **)head;
+    }
+    sm_mheap_free(h, s);
+    sm_mheap_check(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_alloc_free_stats, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_join_neighbours, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_best_fit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_grow_across_arenas, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alignment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_released_accounting, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_small_span, setup, teardown),
+    };
+    sm_init();
+    return cmocka_run_group_tests_name("mheap", tests, NULL, NULL);
+}
