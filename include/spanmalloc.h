@@ -38,6 +38,88 @@ enum sm_release {
     SM_RELEASE_NONE = 2       /* keep everything */
 };
 
+/* ---- statistics (always on; names and meanings follow Go's runtime.MemStats) */
+
+/* Every scalar field of struct sm_memstats, in order, with its meaning and
+ * its Go equivalent.  X(name, go_name, description). */
+#define SM_MEMSTATS_FIELDS(X) \
+    X(alloc, "Alloc", "bytes in live objects (= heap_alloc)") \
+    X(total_alloc, "TotalAlloc", "bytes ever allocated; never decreases") \
+    X(sys, "Sys", "bytes obtained from the OS: heap_sys + mspan_sys + mcache_sys + other_sys") \
+    X(mallocs, "Mallocs", "objects ever allocated") \
+    X(frees, "Frees", "objects ever freed") \
+    X(heap_alloc, "HeapAlloc", "bytes in live objects (small objects count their class size, large ones their pages)") \
+    X(heap_sys, "HeapSys", "bytes of heap memory obtained from the OS = heap_inuse + heap_idle") \
+    X(heap_idle, "HeapIdle", "bytes in free page runs, resident or released") \
+    X(heap_inuse, "HeapInuse", "bytes in spans holding objects; heap_inuse - heap_alloc bounds fragmentation") \
+    X(heap_released, "HeapReleased", "bytes of idle pages given back to the OS (or never touched)") \
+    X(heap_objects, "HeapObjects", "live objects = mallocs - frees") \
+    X(mspan_inuse, "MSpanInuse", "bytes of span descriptors in use") \
+    X(mspan_sys, "MSpanSys", "bytes obtained from the OS for span descriptors") \
+    X(mcache_inuse, "MCacheInuse", "bytes of thread caches in use") \
+    X(mcache_sys, "MCacheSys", "bytes obtained from the OS for thread caches") \
+    X(other_sys, "OtherSys", "other metadata: the page map, profile buckets") \
+    X(rss, "-", "resident bytes of the whole process (kernel's Rss in /proc/self/smaps_rollup)") \
+    X(lazy_free, "-", "bytes given back with MADV_FREE that the kernel has not reclaimed yet (LazyFree)") \
+    X(released_total, "-", "bytes ever given back to the OS") \
+    X(num_release_scavenger, "-", "release calls by the background scavenger") \
+    X(num_release_limit, "-", "release calls forced by the memory limit") \
+    X(num_release_explicit, "-", "release calls by sm_free_os_memory and malloc_trim") \
+    X(memory_limit, "-", "the soft memory limit in bytes; UINT64_MAX: none")
+
+/* Per size class, like Go's MemStats.BySize. */
+struct sm_class_stats {
+    uint64_t size;     /* largest object of the class in bytes; 0 for the
+                          last entry, which counts large objects (> 32 KiB) */
+    uint64_t mallocs;
+    uint64_t frees;
+};
+
+#define SM_MEMSTATS_NUM_BY_SIZE 66
+
+struct sm_memstats {
+#define SM_MEMSTATS_FIELD_(name, go, doc) uint64_t name;
+    SM_MEMSTATS_FIELDS(SM_MEMSTATS_FIELD_)
+#undef SM_MEMSTATS_FIELD_
+    uint32_t num_by_size;  /* entries used in by_size */
+    struct sm_class_stats by_size[SM_MEMSTATS_NUM_BY_SIZE];
+};
+
+/* A consistent snapshot: with no other thread allocating, heap_inuse +
+ * heap_idle == heap_sys, heap_released <= heap_idle, heap_alloc <=
+ * heap_inuse, heap_objects == mallocs - frees, sys is the sum of the *_sys
+ * fields.  While threads run, no field is negative and the cumulative
+ * counters never go backwards between two reads.  Reads rss and lazy_free
+ * from the kernel (a few microseconds). */
+SM_API void sm_read_memstats(struct sm_memstats *out);
+
+/* Human text: the fields in KiB/MiB and a table of the classes in use. */
+SM_API void sm_print_memstats(FILE *out);
+
+/* The same as one JSON object (for log pipelines), newline-terminated. */
+SM_API void sm_print_memstats_json(FILE *out);
+
+/* ---- giving memory back ------------------------------------------------ */
+
+/* Return every idle page of the heap to the OS now, like Go's
+ * debug.FreeOSMemory: this thread's cache is flushed, fully free spans of
+ * the central lists go back to the heap, and the heap's idle pages are
+ * released with the current policy.  Other threads flush their caches at
+ * their next slow path.  Returns the bytes released (0 with
+ * SM_RELEASE_NONE). */
+SM_API size_t sm_free_os_memory(void);
+
+/* Choose how idle pages go back (SPANMALLOC_RELEASE sets the default).
+ * Returns the previous policy, or -1 (errno EINVAL) for a bad value. */
+SM_API int sm_set_release_policy(enum sm_release policy);
+
+/* Soft memory limit in bytes, like GOMEMLIMIT: when the heap would grow
+ * past it, idle pages are released first.  An allocation never fails
+ * because of it.  SIZE_MAX: no limit.  Returns the previous limit. */
+SM_API size_t sm_set_memory_limit(size_t bytes);
+
+/* ---- heap profiles ------------------------------------------------------ */
+
 /* The version of the library actually loaded, as "major.minor.patch". */
 SM_API const char *sm_version(void);
 

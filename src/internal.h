@@ -15,6 +15,10 @@
 #include "types.h"
 #include "os.h"
 
+#ifndef SM_STATS
+#define SM_STATS 1
+#endif
+
 /* ---- hints and attributes ------------------------------------------------ */
 #define sm_likely(x) __builtin_expect(!!(x), 1)
 #define sm_unlikely(x) __builtin_expect(!!(x), 0)
@@ -34,7 +38,12 @@
 
 /* Counters that one thread writes and others read for stats: plain
  * load-add-store (no lock prefix), but atomic so readers see whole values. */
-#define SM_COUNTER_ADD(x, v) __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + (v), __ATOMIC_RELAXED)
+#define SM_COUNTER_ADD(x, v)                                                           \
+    do {                                                                               \
+        if (SM_STATS)                                                                  \
+            __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + (v),      \
+                             __ATOMIC_RELAXED);                                        \
+    } while (0)
 #define SM_COUNTER_READ(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 /* Largest request we try to serve; anything bigger is ENOMEM at once, so no
@@ -121,6 +130,8 @@ enum { SM_SCAV_EXPLICIT, SM_SCAV_BACKGROUND, SM_SCAV_LIMIT };
 /* Validate every free list and the stats; throws on corruption. */
 SM_HIDDEN void sm_mheap_check(struct sm_mheap *h);
 SM_HIDDEN void sm_mheap_lock(struct sm_mheap *h);
+/* In a fork child: runs taken out for madvise go back to the free lists. */
+SM_HIDDEN void sm_mheap_fork_child(struct sm_mheap *h);
 SM_HIDDEN void sm_mheap_unlock(struct sm_mheap *h);
 
 /* ---- mspan.c ---------------------------------------------------------- */
@@ -174,6 +185,44 @@ SM_INLINE void sm_init(void)
 }
 SM_HIDDEN void *sm_large_alloc(size_t size, size_t align);
 SM_HIDDEN void sm_large_free(struct sm_mspan *s);
+
+/* ---- mstats.c --------------------------------------------------------- */
+SM_HIDDEN void sm_mstats_log_line(void);
+
+/* ---- scavenge.c ------------------------------------------------------- */
+SM_HIDDEN extern uint64_t sm_flush_gen;   /* sm_free_os_memory requests */
+SM_HIDDEN void sm_release_central_empty(void);
+SM_HIDDEN size_t sm_scavenge_tick(uint64_t now);
+SM_HIDDEN bool sm_worker_wanted(void);
+SM_HIDDEN void sm_worker_start_slow(void);
+SM_HIDDEN int sm_worker_running(void);
+SM_HIDDEN void sm_worker_after_fork_child(void);
+/* Start the background worker if it is wanted and not running: one load on
+ * a slow path.  Call with no allocator lock held. */
+SM_INLINE void sm_worker_start(void)
+{
+    if (sm_unlikely(!sm_worker_running()))
+        sm_worker_start_slow();
+}
+
+/* ---- mprof.c ---------------------------------------------------------- */
+/* Bytes until the next sample for this cache: exponentially distributed
+ * with mean SPANMALLOC_PROFILE_RATE; INTPTR_MAX when profiling is off. */
+SM_HIDDEN intptr_t sm_mprof_next_sample(struct sm_mcache *c);
+/* Record a sampled allocation of size bytes at p (already allocated, no
+ * allocator lock held).  Marks p's span so its free comes to
+ * sm_mprof_record_free. */
+SM_HIDDEN void sm_mprof_record_alloc(void *p, size_t size);
+/* p is being freed and its span is marked (SM_PAGE_SLOW or specials). */
+SM_HIDDEN void sm_mprof_record_free(void *p, struct sm_mspan *s);
+SM_HIDDEN uint64_t sm_mprof_sys(void);
+SM_HIDDEN bool sm_mprof_wants_worker(void);
+SM_HIDDEN void sm_mprof_tick(uint64_t now);
+SM_HIDDEN void sm_mprof_init(void);        /* phase 2 of init */
+SM_HIDDEN void sm_mprof_at_exit(void);
+SM_HIDDEN void sm_mprof_fork_prepare(void);
+SM_HIDDEN void sm_mprof_fork_parent(void);
+SM_HIDDEN void sm_mprof_fork_child(void);
 
 /* ---- the fast paths ----------------------------------------------------- */
 

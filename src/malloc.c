@@ -84,6 +84,7 @@ void sm_init_slow(void)
     if (__atomic_compare_exchange_n(&init_phase2, &expected, 1, false,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         pthread_atfork(fork_prepare, fork_parent, fork_child);
+        sm_mprof_init();
     }
 }
 
@@ -100,13 +101,14 @@ __attribute__((constructor)) static void sm_constructor(void)
 
 static void fork_prepare(void)
 {
+    sm_mprof_fork_prepare();
     pthread_mutex_lock(&sm_mcache_lock);
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
         pthread_mutex_lock(&sm_central[cls].lock);
     sm_mheap_lock(&sm_heap);
 }
 
-static void fork_parent(void)
+static void unlock_all(void)
 {
     sm_mheap_unlock(&sm_heap);
     for (uint32_t cls = SM_NUM_SIZE_CLASSES - 1; cls >= 1; cls--)
@@ -114,10 +116,30 @@ static void fork_parent(void)
     pthread_mutex_unlock(&sm_mcache_lock);
 }
 
+static void fork_parent(void)
+{
+    unlock_all();
+    sm_mprof_fork_parent();
+}
+
 static void fork_child(void)
 {
-    /* The forking thread is the only one left and it holds every lock. */
-    fork_parent();
+    /* The forking thread is the only one left and it holds every lock.
+     * Runs the scavenger had out for madvise go back; the worker thread
+     * did not survive and restarts at the next slow path. */
+    sm_mheap_fork_child(&sm_heap);
+    sm_worker_after_fork_child();
+    unlock_all();
+    sm_mprof_fork_child();
+}
+
+__attribute__((destructor)) static void sm_destructor(void)
+{
+    if (!sm_initialized)
+        return;
+    if (sm_opts.stats_mode == SM_STATS_EXIT)
+        sm_print_memstats(stderr);
+    sm_mprof_at_exit();
 }
 
 /* ---- large objects ---- */
@@ -139,6 +161,15 @@ void *sm_large_alloc(size_t size, size_t align)
         return NULL;
     }
     s->reqsize = size;
+    sm_worker_start();
+    struct sm_mcache *c = sm_tls_mcache;
+    if (c != &sm_mcache_empty) {
+        c->sample_left -= (intptr_t)size;
+        if (sm_unlikely(c->sample_left < 0)) {
+            c->sample_left = sm_mprof_next_sample(c);
+            sm_mprof_record_alloc((void *)s->base, size);
+        }
+    }
     return (void *)s->base;
 }
 

@@ -69,8 +69,9 @@ static struct sm_mcache *cache_create(void)
         return NULL;
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
         c->c[cls].bound = 2 * sm_class_batch[cls];
-    c->sample_left = INTPTR_MAX;
-    c->rng = (uintptr_t)c ^ sm_nanotime();
+    c->rng = ((uintptr_t)c ^ sm_nanotime()) | 1;
+    c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
+    c->sample_left = sm_mprof_next_sample(c);
     sm_tls_mcache = c;
     tls_state = 1;
     /* May call calloc for a high key: the cache is in place, so it can. */
@@ -111,6 +112,11 @@ void *sm_mcache_alloc_slow(uint32_t cls)
         if (c == NULL)
             return alloc_uncached(cls);
     }
+    if (sm_unlikely(c->flush_gen != __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED))) {
+        /* sm_free_os_memory asked every thread to give its cache back. */
+        c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
+        sm_mcache_flush(c);
+    }
     struct sm_cacheclass *cc = &c->c[cls];
     if (cc->head == NULL) {
         void *head;
@@ -121,14 +127,17 @@ void *sm_mcache_alloc_slow(uint32_t cls)
         }
         cc->head = head;
         cc->count = n;
+        sm_worker_start();
     }
     void *p = cc->head;
     cc->head = *(void **)p;
     cc->count--;
     SM_COUNTER_ADD(cc->nmalloc, 1);
     c->sample_left -= (intptr_t)sm_class_to_size[cls];
-    if (c->sample_left < 0)
-        c->sample_left = INTPTR_MAX;   /* sampling is off: never again */
+    if (sm_unlikely(c->sample_left < 0)) {
+        c->sample_left = sm_mprof_next_sample(c);
+        sm_mprof_record_alloc(p, sm_class_to_size[cls]);
+    }
     return p;
 }
 
@@ -160,6 +169,8 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         if (s->base != (uintptr_t)p)
             sm_bad_pointer("free", "invalid pointer", p);
+        if (s->specials)
+            sm_mprof_record_free(p, s);
         sm_large_free(s);
         return;
     }
@@ -169,6 +180,8 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
     uint32_t cls = kind & ~SM_PAGE_SLOW;
     if (cls == 0 || cls >= SM_NUM_SIZE_CLASSES)
         sm_bad_pointer("free", "invalid pointer", p);
+    if (kind & SM_PAGE_SLOW)
+        sm_mprof_record_free(p, sm_pagemap_span((uintptr_t)p));
     struct sm_mcache *c = sm_tls_mcache;
     if (c == &sm_mcache_empty) {
         c = cache_create();
@@ -178,6 +191,10 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         }
     }
     struct sm_cacheclass *cc = &c->c[cls];
+    if (sm_unlikely(c->flush_gen != __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED))) {
+        c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
+        sm_mcache_flush(c);
+    }
     if (cc->count >= cc->bound)
         drain(cc, cls, sm_class_batch[cls]);
     *(void **)p = cc->head;

@@ -272,6 +272,18 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
     sm_mheap_lock(h);
     struct sm_mspan *s = find_fit(h, need);
     if (s == NULL) {
+        size_t limit = __atomic_load_n(&sm_opts.memlimit, __ATOMIC_RELAXED);
+        uint64_t resident = PAGE_BYTES(h->st.pages_sys - h->st.pages_released + need);
+        if (limit != SIZE_MAX && resident > limit && h->st.pages_free > h->st.pages_released) {
+            /* Soft limit (GOMEMLIMIT): give idle pages back before
+             * mapping more.  The allocation goes on either way. */
+            sm_mheap_unlock(h);
+            sm_mheap_scavenge(h, resident - limit, 0, SM_SCAV_LIMIT);
+            sm_mheap_lock(h);
+            s = find_fit(h, need);
+        }
+    }
+    if (s == NULL) {
         if (!grow(h, need) || (s = find_fit(h, need)) == NULL) {
             sm_mheap_unlock(h);
             return NULL;
@@ -370,6 +382,7 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
             break;
         free_remove(h, s);
         s->state = SM_SPAN_SCAVENGING;
+        list_push_front(&h->scavenging, s);
         /* Release the highest resident pages of the run first (as Go
          * does), no more than asked, rounded up to the minimum run. */
         size_t left = max_bytes - done;
@@ -389,6 +402,7 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
         bool ok = sm_os_release((void *)rbase, PAGE_BYTES(want), policy);
 
         sm_mheap_lock(h);
+        list_remove(&h->scavenging, s);
         if (ok) {
             size_t fresh = want - before;
             sm_pagemap_mark_released(rbase, want, true);
@@ -410,6 +424,18 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
     }
     sm_mheap_unlock(h);
     return done;
+}
+
+void sm_mheap_fork_child(struct sm_mheap *h)
+{
+    /* The thread that was releasing these is gone; their released bits
+     * were not set, so they count as resident, which is safe. */
+    while (h->scavenging.first) {
+        struct sm_mspan *s = h->scavenging.first;
+        list_remove(&h->scavenging, s);
+        s->state = SM_SPAN_FREE;
+        free_join_insert(h, s);
+    }
 }
 
 /* ---- validation ----------------------------------------------------------- */

@@ -125,6 +125,7 @@ struct sm_mheap {
     pthread_mutex_t lock;
     struct sm_spanlist free[SM_HEAP_NLISTS];   /* index npages; [0] unused */
     struct sm_spanlist freelarge;              /* runs >= SM_HEAP_NLISTS pages */
+    struct sm_spanlist scavenging;             /* runs out for madvise */
     uintptr_t cur_base, cur_end;               /* reserved, not yet grown */
     struct sm_fixalloc spanalloc;
     struct sm_heap_stats st;
