@@ -120,6 +120,23 @@ SM_API size_t sm_set_memory_limit(size_t bytes);
 
 /* ---- heap profiles ------------------------------------------------------ */
 
+/* Mean bytes allocated between two samples of the heap profiler, like Go's
+ * runtime.MemProfileRate (SPANMALLOC_PROFILE_RATE sets the default,
+ * 524288).  0 turns sampling off; 1 samples every allocation.  The calling
+ * thread uses the new rate at once, every other thread from its next
+ * sample.  Objects sampled before stay in the profile until freed.  Returns
+ * the previous rate. */
+SM_API size_t sm_set_profile_rate(size_t bytes);
+
+/* Write a heap profile of the samples so far to path: pprof's
+ * profile.proto, gzipped, with the sample types alloc_objects,
+ * alloc_space, inuse_objects and inuse_space scaled for the sampling as Go
+ * does, and the process's mappings, so `go tool pprof path` opens and
+ * symbolizes it.  Prints one line on stderr saying where it went.  Returns
+ * 0, or -1 with errno set (open's or write's error, or ENOMEM).  Calls no
+ * malloc, so it may run in a fork child. */
+SM_API int sm_write_heap_profile(const char *path);
+
 /* The version of the library actually loaded, as "major.minor.patch". */
 SM_API const char *sm_version(void);
 

@@ -110,9 +110,11 @@ SM_HIDDEN uint8_t sm_pagemap_kind(uintptr_t addr);
 /* Released-page bitmap: count the set bits in a range, set or clear them. */
 SM_HIDDEN size_t sm_pagemap_count_released(uintptr_t base, size_t npages);
 SM_HIDDEN void sm_pagemap_mark_released(uintptr_t base, size_t npages, bool released);
-/* True if any page of the range was handed out before (may hold old data);
- * moves each arena's zeroed_base past the range. */
-SM_HIDDEN bool sm_pagemap_take_needzero(uintptr_t base, size_t npages);
+/* Pages known to be zero: set for fresh or MADV_DONTNEED'd pages. */
+SM_HIDDEN void sm_pagemap_mark_zero(uintptr_t base, size_t npages);
+/* The range is being handed out: returns how many pages from base may hold
+ * old data (the pages after them are zero), and forgets the zero marks. */
+SM_HIDDEN size_t sm_pagemap_take_needzero(uintptr_t base, size_t npages);
 
 /* ---- mheap.c ---------------------------------------------------------- */
 SM_HIDDEN extern struct sm_mheap sm_heap;
@@ -207,7 +209,9 @@ SM_INLINE void sm_worker_start(void)
 
 /* ---- mprof.c ---------------------------------------------------------- */
 /* Bytes until the next sample for this cache: exponentially distributed
- * with mean SPANMALLOC_PROFILE_RATE; INTPTR_MAX when profiling is off. */
+ * with mean SPANMALLOC_PROFILE_RATE.  When profiling is off, a distance
+ * after which the rate is looked at again (the countdown running out then
+ * records nothing). */
 SM_HIDDEN intptr_t sm_mprof_next_sample(struct sm_mcache *c);
 /* Record a sampled allocation of size bytes at p (already allocated, no
  * allocator lock held).  Marks p's span so its free comes to

@@ -259,8 +259,8 @@ SM_EXPORT void *calloc(size_t n, size_t size)
     if (p != NULL) {
         /* Pages fresh from the OS are zero already: do not touch them. */
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
-        if (s->needzero)
-            memset(p, 0, total);
+        size_t dirty = s->needzero << SM_PAGE_SHIFT;
+        memset(p, 0, dirty < total ? dirty : total);
     }
     return p;
 }

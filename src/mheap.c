@@ -183,6 +183,7 @@ static bool add_fresh_run(struct sm_mheap *h, uintptr_t base, size_t npages)
     s->idle_since = 0;
     sm_pagemap_set_kind(base, npages, SM_PAGE_FREE);
     sm_pagemap_mark_released(base, npages, true);
+    sm_pagemap_mark_zero(base, npages);
     h->st.pages_sys += npages;
     h->st.pages_free += npages;
     h->st.pages_released += npages;
@@ -406,6 +407,8 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
         if (ok) {
             size_t fresh = want - before;
             sm_pagemap_mark_released(rbase, want, true);
+            if (policy == SM_RELEASE_DONTNEED)
+                sm_pagemap_mark_zero(rbase, want);
             s->nreleased += (uint32_t)fresh;
             h->st.pages_released += fresh;
             h->st.released_bytes_total += PAGE_BYTES(fresh);

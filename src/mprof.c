@@ -1,18 +1,151 @@
 /*
- * mprof.c - the sampling heap profiler: when to sample.
+ * mprof.c - the sampling heap profiler (Go's mprof.go and the sampling in
+ * malloc.go): when to sample, what a sample records, how the free of a
+ * sampled object finds it again, and when a profile is written.
  *
- * Each thread cache counts bytes down to its next sample (sample_left; the
- * fast path pays one subtraction and shares its one test with the empty
- * list check).  The distance between samples is drawn from an exponential
- * distribution with mean SPANMALLOC_PROFILE_RATE, as Go's
+ * When.  Each thread cache counts bytes down to its next sample
+ * (sample_left; the fast path pays one subtraction and shares its one test
+ * with the empty list check).  The distance between samples is drawn from
+ * an exponential distribution with mean SPANMALLOC_PROFILE_RATE, as Go's
  * runtime.MemProfileRate does, so objects of every size are sampled
- * without bias (a Poisson process over allocated bytes).
+ * without bias: a Poisson process over allocated bytes, under which an
+ * object of s bytes is sampled with probability 1 - exp(-s/rate), which is
+ * what the writer divides by.  With profiling off the countdown is
+ * SM_MPROF_RECHECK bytes, not infinite, so that sm_set_profile_rate reaches
+ * every thread: a countdown that ran out while off is not a sample (the
+ * thread remembers whether its running countdown was drawn, tls_armed),
+ * and the next one is drawn with the rate then in effect.
+ *
+ * What.  sm_mprof_record_alloc runs on the slow path after the object is
+ * allocated, with no allocator lock held.  It captures the stack
+ * (stack.c: libgcc's DWARF unwinder, so programs without frame pointers
+ * unwind), leaves out our own frames (the two known ones, then any whose
+ * address is in this library's text, then C++'s operator new, so the leaf
+ * is the function that allocated), and charges the bucket of that stack
+ * and size.  Buckets are keyed by stack and size, as Go's are, so the
+ * writer scales each with its exact object size.  They live in a hash
+ * table in memory from the OS layer (never malloc), are never freed, and
+ * count allocations and frees, objects and bytes.
+ *
+ * Free.  A sampled object gets a struct sm_special (mprof.h) on its span's
+ * list, sorted by address (Go's mspan.specials).  A small span with a
+ * special has SM_PAGE_SLOW or'ed into its pages' kind bytes, so the free
+ * fast path sends frees of its objects to the slow path, which calls
+ * sm_mprof_record_free; the bit is cleared when the span's last special
+ * goes.  A large span is always freed on the slow path, which checks
+ * s->specials.  A free walks its span's short list, not a hash table, and
+ * only frees in marked spans pay even that.
+ *
+ * Locks, in order:
+ *   stripes[i]  the specials lists of the spans that hash to i (a span has
+ *               no lock of its own); taken by record_alloc to insert and by
+ *               record_free to look up and remove.
+ *   the heap lock, inside a stripe, to set or clear SM_PAGE_SLOW: the page
+ *               map's writes are guarded by it.
+ *   prof_lock   (never together with a stripe) the bucket table, the bucket
+ *               counts, the specials' fixalloc.  Taken once per sample and
+ *               once per free of a sampled object.
+ * Nothing under any of them calls malloc or the unwinder; the stack is
+ * captured before any is taken.  The fork handlers take them all before
+ * the allocator's own (malloc.c).
+ *
+ * Recursion.  If the unwinder (or anything the profiler calls) allocates,
+ * that allocation is not sampled: tls_busy is set while the profiler runs
+ * on a thread.  Frees are never skipped: they take no lock the thread
+ * could already hold.
+ *
+ * Writing.  The buckets are copied under prof_lock into memory from the OS
+ * layer; the file is encoded and gzipped without any lock (profproto.c,
+ * which calls no malloc either), so a profile can be written from a signal
+ * writer, at exit, or in a fork child.  Each write reports one line on
+ * stderr.  Triggers: sm_write_heap_profile; SPANMALLOC_PROFILE=prefix at
+ * exit (prefix.<pid>.heap.pb.gz); SPANMALLOC_PROFILE_SIGNAL, whose handler
+ * only counts, and SPANMALLOC_PROFILE_INTERVAL, both written by the
+ * background worker (scavenge.c) at its next tick, at most 250 ms later,
+ * to prefix.<pid>.<n>.heap.pb.gz, n = 1, 2, ... (prefix "spanmalloc" when
+ * SPANMALLOC_PROFILE is unset).
  */
+#include <errno.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <link.h>
 #include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
+#include "mprof.h"
+#include "spanmalloc.h"
 
-static size_t profile_rate;
+/* With profiling off, look at the rate again after this many bytes. */
+#define SM_MPROF_RECHECK ((intptr_t)1 << 20)
+/* Frames left out above the capture in every build: sm_mprof_record_alloc
+ * and the slow path that called it (sm_mcache_alloc_slow, or
+ * sm_large_alloc, perhaps inlined into an entry point): both are ours. */
+#define SM_MPROF_SKIP 2
+#define SM_MPROF_STRIPES 64
+#define SM_MPROF_CHUNK ((size_t)64 * 1024)
+#define SM_MPROF_TABLE_MIN 1024
+#define SM_MPROF_MAX_RANGES 16
+/* Writes per worker tick for signals that arrived since the last one. */
+#define SM_MPROF_MAX_SIGNAL_WRITES 4
+
+struct sm_mprof_bucket {
+    struct sm_mprof_bucket *hnext;     /* hash chain */
+    struct sm_mprof_bucket *allnext;   /* every bucket, newest first */
+    uint64_t hash;
+    size_t size;                       /* bytes of each object */
+    uint64_t alloc_objects, alloc_bytes;
+    uint64_t free_objects, free_bytes;
+    uint32_t nstk;
+    uintptr_t stk[];                   /* return addresses, leaf first */
+};
+
+struct stripe {
+    pthread_mutex_t lock;
+} __attribute__((aligned(64)));
+
+static struct stripe stripes[SM_MPROF_STRIPES] = {
+    [0 ... SM_MPROF_STRIPES - 1] = { PTHREAD_MUTEX_INITIALIZER },
+};
+
+/* ---- under prof_lock ---- */
+static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sm_mprof_bucket **table;
+static size_t table_cap, nbuckets;
+static struct sm_mprof_bucket *all_buckets;
+static char *bump;                     /* bucket memory: rest of a chunk */
+static size_t bump_left;
+static struct sm_fixalloc special_alloc;
+
+/* ---- read without a lock ---- */
+static uint64_t prof_sys;              /* bytes from the OS layer (atomic) */
+static size_t last_rate;               /* last rate that was not 0 (atomic) */
+static int ready;                      /* sm_mprof_init done (atomic) */
+static int stack_warm;                 /* sm_stack_init done (atomic) */
+static uint64_t file_seq;              /* numbered files written (atomic) */
+static uint64_t signals_got;           /* incremented by the handler */
+
+/* ---- the worker's own ---- */
+static uint64_t signals_seen;
+static uint64_t next_interval;
+
+/* Frames to leave out at the leaf: this library's text (empty when it is
+ * linked into the executable: then the executable's own code is there
+ * too) and operator new. */
+struct pc_range {
+    uintptr_t lo, hi;
+};
+static struct pc_range own_text[SM_MPROF_MAX_RANGES];
+static int nown_text;
+
+static __thread uint8_t tls_busy __attribute__((tls_model("initial-exec")));
+static __thread uint8_t tls_armed __attribute__((tls_model("initial-exec")));
+static __thread uint8_t tls_expired_armed __attribute__((tls_model("initial-exec")));
+
+/* ---- when to sample ------------------------------------------------------ */
 
 static uint64_t next_random(struct sm_mcache *c)
 {
@@ -27,9 +160,11 @@ static uint64_t next_random(struct sm_mcache *c)
 
 intptr_t sm_mprof_next_sample(struct sm_mcache *c)
 {
-    size_t rate = __atomic_load_n(&profile_rate, __ATOMIC_RELAXED);
+    size_t rate = __atomic_load_n(&sm_opts.profile_rate, __ATOMIC_RELAXED);
+    tls_expired_armed = tls_armed;
+    tls_armed = rate != 0;
     if (rate == 0)
-        return INTPTR_MAX;
+        return SM_MPROF_RECHECK;
     if (rate == 1)
         return 0;
     /* u in (0, 1]; -ln(u) * rate, capped at 20 means as Go does. */
@@ -37,20 +172,539 @@ intptr_t sm_mprof_next_sample(struct sm_mcache *c)
     double d = -log(u) * (double)rate;
     if (d > 20.0 * (double)rate)
         d = 20.0 * (double)rate;
+    if (d > (double)(INTPTR_MAX / 2))
+        d = (double)(INTPTR_MAX / 2);
     return (intptr_t)d;
+}
+
+size_t sm_set_profile_rate(size_t bytes)
+{
+    sm_init();
+    if (bytes != 0) {
+        if (!__atomic_load_n(&stack_warm, __ATOMIC_ACQUIRE)) {
+            sm_stack_init();
+            __atomic_store_n(&stack_warm, 1, __ATOMIC_RELEASE);
+        }
+        __atomic_store_n(&last_rate, bytes, __ATOMIC_RELAXED);
+    }
+    size_t old = __atomic_exchange_n(&sm_opts.profile_rate, bytes, __ATOMIC_RELAXED);
+    /* The calling thread draws its next sample with the new rate now. */
+    struct sm_mcache *c = sm_tls_mcache;
+    if (c != &sm_mcache_empty)
+        c->sample_left = sm_mprof_next_sample(c);
+    return old;
+}
+
+size_t sm_mprof_period(void)
+{
+    size_t rate = __atomic_load_n(&sm_opts.profile_rate, __ATOMIC_RELAXED);
+    return rate ? rate : __atomic_load_n(&last_rate, __ATOMIC_RELAXED);
+}
+
+/* ---- buckets (prof_lock) ------------------------------------------------- */
+
+static uint64_t hash_stack(const uintptr_t *stk, int n, size_t size)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ size;
+    for (int i = 0; i < n; i++) {
+        h = (h ^ stk[i]) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    return h;
+}
+
+static void *bucket_mem(size_t n)
+{
+    n = (n + 15) & ~(size_t)15;
+    if (bump_left < n) {
+        char *chunk = sm_os_alloc(SM_MPROF_CHUNK);
+        if (chunk == NULL)
+            return NULL;
+        __atomic_add_fetch(&prof_sys, SM_MPROF_CHUNK, __ATOMIC_RELAXED);
+        bump = chunk;
+        bump_left = SM_MPROF_CHUNK;
+    }
+    void *p = bump;
+    bump += n;
+    bump_left -= n;
+    return p;
+}
+
+/* Double the table; on failure keep the old one (longer chains). */
+static void table_grow(void)
+{
+    size_t cap = table_cap ? table_cap * 2 : SM_MPROF_TABLE_MIN;
+    struct sm_mprof_bucket **t = sm_os_alloc(cap * sizeof *t);
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < table_cap; i++) {
+        struct sm_mprof_bucket *b = table[i], *next;
+        for (; b; b = next) {
+            next = b->hnext;
+            size_t j = b->hash & (cap - 1);
+            b->hnext = t[j];
+            t[j] = b;
+        }
+    }
+    if (table) {
+        sm_os_free(table, table_cap * sizeof *t);
+        __atomic_sub_fetch(&prof_sys, table_cap * sizeof *t, __ATOMIC_RELAXED);
+    }
+    __atomic_add_fetch(&prof_sys, cap * sizeof *t, __ATOMIC_RELAXED);
+    table = t;
+    table_cap = cap;
+}
+
+static struct sm_mprof_bucket *bucket_get(const uintptr_t *stk, int n, size_t size)
+{
+    uint64_t h = hash_stack(stk, n, size);
+    if (table_cap == 0 || nbuckets >= table_cap)
+        table_grow();
+    if (table_cap == 0)
+        return NULL;
+    size_t i = h & (table_cap - 1);
+    for (struct sm_mprof_bucket *b = table[i]; b; b = b->hnext)
+        if (b->hash == h && b->size == size && b->nstk == (uint32_t)n &&
+            memcmp(b->stk, stk, (size_t)n * sizeof *stk) == 0)
+            return b;
+    struct sm_mprof_bucket *b = bucket_mem(sizeof *b + (size_t)n * sizeof *stk);
+    if (b == NULL)
+        return NULL;
+    memset(b, 0, sizeof *b);
+    b->hash = h;
+    b->size = size;
+    b->nstk = (uint32_t)n;
+    memcpy(b->stk, stk, (size_t)n * sizeof *stk);
+    b->hnext = table[i];
+    table[i] = b;
+    b->allnext = all_buckets;
+    all_buckets = b;
+    nbuckets++;
+    return b;
+}
+
+static struct sm_special *special_new(void)
+{
+    uint64_t before = special_alloc.sys;
+    struct sm_special *sp = sm_fixalloc_alloc(&special_alloc);
+    if (special_alloc.sys != before)
+        __atomic_add_fetch(&prof_sys, special_alloc.sys - before, __ATOMIC_RELAXED);
+    return sp;
+}
+
+/* ---- specials (a stripe lock) ------------------------------------------- */
+
+static struct stripe *stripe_of(const struct sm_mspan *s)
+{
+    return &stripes[(((uintptr_t)s >> 4) * 0x9e3779b97f4a7c15ull) >> 58];
+}
+
+static void span_set_slow(struct sm_mspan *s, bool slow)
+{
+    sm_mheap_lock(&sm_heap);
+    sm_pagemap_set_kind(s->base, s->npages, (uint8_t)(s->sizeclass | (slow ? SM_PAGE_SLOW : 0)));
+    sm_mheap_unlock(&sm_heap);
+}
+
+/* Put sp on its span's list.  A special already there for the same address
+ * (its free went unseen) is taken off and returned, to be counted freed. */
+static struct sm_special *span_add_special(struct sm_mspan *s, struct sm_special *sp)
+{
+    struct stripe *st = stripe_of(s);
+    struct sm_special *stale = NULL;
+    pthread_mutex_lock(&st->lock);
+    bool first = s->specials == NULL;
+    struct sm_special **pp = &s->specials;
+    while (*pp != NULL && (*pp)->addr < sp->addr)
+        pp = &(*pp)->next;
+    if (*pp != NULL && (*pp)->addr == sp->addr) {
+        stale = *pp;
+        *pp = stale->next;
+    }
+    sp->next = *pp;
+    *pp = sp;
+    if (first && s->state == SM_SPAN_SMALL)
+        span_set_slow(s, true);
+    pthread_mutex_unlock(&st->lock);
+    return stale;
+}
+
+static struct sm_special *span_take_special(struct sm_mspan *s, uintptr_t a)
+{
+    struct stripe *st = stripe_of(s);
+    struct sm_special *sp = NULL;
+    pthread_mutex_lock(&st->lock);
+    struct sm_special **pp = &s->specials;
+    while (*pp != NULL && (*pp)->addr < a)
+        pp = &(*pp)->next;
+    if (*pp != NULL && (*pp)->addr == a) {
+        sp = *pp;
+        *pp = sp->next;
+        if (s->specials == NULL && s->state == SM_SPAN_SMALL)
+            span_set_slow(s, false);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return sp;
+}
+
+/* Count sp's object freed and give sp back (prof_lock). */
+static void special_done(struct sm_special *sp)
+{
+    struct sm_mprof_bucket *b = sp->bucket;
+    b->free_objects++;
+    b->free_bytes += b->size;
+    sm_fixalloc_free(&special_alloc, sp);
+}
+
+/* ---- the hooks ------------------------------------------------------------ */
+
+static bool in_ranges(const struct pc_range *r, int n, uintptr_t pc)
+{
+    for (int i = 0; i < n; i++)
+        if (pc >= r[i].lo && pc < r[i].hi)
+            return true;
+    return false;
+}
+
+/* C++'s operator new, in all its forms, as weak references: not linked in
+ * when the program has no C++ runtime. */
+extern void _Znwm(void) __attribute__((weak));
+extern void _Znam(void) __attribute__((weak));
+extern void _ZnwmRKSt9nothrow_t(void) __attribute__((weak));
+extern void _ZnamRKSt9nothrow_t(void) __attribute__((weak));
+extern void _ZnwmSt11align_val_t(void) __attribute__((weak));
+extern void _ZnamSt11align_val_t(void) __attribute__((weak));
+extern void _ZnwmSt11align_val_tRKSt9nothrow_t(void) __attribute__((weak));
+extern void _ZnamSt11align_val_tRKSt9nothrow_t(void) __attribute__((weak));
+
+static struct pc_range op_new[8];
+static int nop_new;
+
+static void find_operator_new(void)
+{
+    void (*const fns[])(void) = {
+        _Znwm, _Znam, _ZnwmRKSt9nothrow_t, _ZnamRKSt9nothrow_t,
+        _ZnwmSt11align_val_t, _ZnamSt11align_val_t,
+        _ZnwmSt11align_val_tRKSt9nothrow_t, _ZnamSt11align_val_tRKSt9nothrow_t,
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        Dl_info info;
+        const ElfW(Sym) *sym = NULL;
+        if (fns[i] == NULL)
+            continue;
+        if (dladdr1((void *)(uintptr_t)fns[i], &info, (void **)&sym, RTLD_DL_SYMENT) == 0 ||
+            sym == NULL || sym->st_size == 0 || info.dli_saddr == NULL)
+            continue;
+        op_new[nop_new].lo = (uintptr_t)info.dli_saddr;
+        op_new[nop_new].hi = (uintptr_t)info.dli_saddr + sym->st_size;
+        nop_new++;
+    }
+}
+
+static int own_text_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    uintptr_t me = (uintptr_t)arg;
+    bool mine = false;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && me >= lo && me < lo + ph->p_memsz)
+            mine = true;
+    }
+    if (!mine)
+        return 0;
+    /* The executable (listed first, with no name) holds the program's code
+     * too: leave nothing out by address then. */
+    if (info->dlpi_name == NULL || info->dlpi_name[0] == '\0')
+        return 1;
+    for (int i = 0; i < info->dlpi_phnum && nown_text < SM_MPROF_MAX_RANGES; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            own_text[nown_text].lo = info->dlpi_addr + ph->p_vaddr;
+            own_text[nown_text].hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+            nown_text++;
+        }
+    }
+    return 1;
+}
+
+/* Leading frames that are ours or operator new's; returns how many. */
+static int frames_to_strip(const uintptr_t *pcs, int n)
+{
+    int i = 0;
+    /* Return addresses: the call is the byte before. */
+    while (i < n && in_ranges(own_text, nown_text, pcs[i] - 1))
+        i++;
+    while (i < n && in_ranges(op_new, nop_new, pcs[i] - 1))
+        i++;
+    return i;
+}
+
+SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
+{
+    if (!tls_expired_armed || tls_busy || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+        return;
+    tls_busy = 1;
+    uintptr_t pcs[SM_STACK_MAX + 16];
+    int n = sm_stack_capture(pcs, SM_STACK_MAX + 16, SM_MPROF_SKIP);
+    int skip = frames_to_strip(pcs, n);
+    const uintptr_t *stk = pcs + skip;
+    n -= skip;
+    if (n > SM_STACK_MAX)
+        n = SM_STACK_MAX;
+
+    uintptr_t a = (uintptr_t)p;
+    struct sm_mspan *s = sm_pagemap_span(a);
+    if (s == NULL || (s->state != SM_SPAN_SMALL && s->state != SM_SPAN_LARGE)) {
+        tls_busy = 0;
+        return;
+    }
+    pthread_mutex_lock(&prof_lock);
+    struct sm_mprof_bucket *b = bucket_get(stk, n, size);
+    struct sm_special *sp = b ? special_new() : NULL;
+    if (sp != NULL) {
+        b->alloc_objects++;
+        b->alloc_bytes += size;
+    }
+    pthread_mutex_unlock(&prof_lock);
+    if (sp != NULL) {
+        sp->addr = a;
+        sp->bucket = b;
+        struct sm_special *stale = span_add_special(s, sp);
+        if (stale != NULL) {
+            pthread_mutex_lock(&prof_lock);
+            special_done(stale);
+            pthread_mutex_unlock(&prof_lock);
+        }
+    }
+    tls_busy = 0;
+}
+
+void sm_mprof_record_free(void *p, struct sm_mspan *s)
+{
+    if (s == NULL)
+        return;
+    struct sm_special *sp = span_take_special(s, (uintptr_t)p);
+    if (sp == NULL)
+        return;
+    pthread_mutex_lock(&prof_lock);
+    special_done(sp);
+    pthread_mutex_unlock(&prof_lock);
+}
+
+uint64_t sm_mprof_sys(void)
+{
+    return __atomic_load_n(&prof_sys, __ATOMIC_RELAXED);
+}
+
+/* ---- writing --------------------------------------------------------------- */
+
+int sm_mprof_snapshot(struct sm_prof_record **recs, size_t *nrecs)
+{
+    *recs = NULL;
+    *nrecs = 0;
+    pthread_mutex_lock(&prof_lock);
+    size_t n = nbuckets;
+    struct sm_prof_record *r = NULL;
+    if (n > 0) {
+        r = sm_os_alloc(n * sizeof *r);
+        if (r == NULL) {
+            pthread_mutex_unlock(&prof_lock);
+            errno = ENOMEM;
+            return -1;
+        }
+        size_t i = 0;
+        for (struct sm_mprof_bucket *b = all_buckets; b && i < n; b = b->allnext, i++) {
+            r[i].alloc_objects = b->alloc_objects;
+            r[i].alloc_bytes = b->alloc_bytes;
+            r[i].free_objects = b->free_objects;
+            r[i].free_bytes = b->free_bytes;
+            r[i].nstack = (int)b->nstk;
+            r[i].stack = b->stk;
+        }
+    }
+    pthread_mutex_unlock(&prof_lock);
+    *recs = r;
+    *nrecs = n;
+    return 0;
+}
+
+void sm_mprof_snapshot_free(struct sm_prof_record *recs, size_t nrecs)
+{
+    if (recs != NULL)
+        sm_os_free(recs, nrecs * sizeof *recs);
+}
+
+static size_t append(char *buf, size_t len, size_t cap, const char *s, size_t n)
+{
+    if (n > cap - len)
+        n = cap - len;
+    memcpy(buf + len, s, n);
+    return len + n;
+}
+
+static void report(const char *path, int err)
+{
+    char buf[256];
+    size_t len = 0;
+    if (err == 0) {
+        sm_warn("heap profile written to ", path, NULL);
+        return;
+    }
+    const char *desc = strerrordesc_np(err);
+    len = append(buf, len, sizeof buf - 1, ": ", 2);
+    if (desc != NULL) {
+        len = append(buf, len, sizeof buf - 1, desc, strlen(desc));
+    } else {
+        char num[24];
+        len = append(buf, len, sizeof buf - 1, "error ", 6);
+        len = append(buf, len, sizeof buf - 1, num, sm_fmt_u64(num, (uint64_t)err));
+    }
+    buf[len] = '\0';
+    sm_warn("cannot write heap profile to ", path, buf);
+}
+
+static int write_profile(const char *path)
+{
+    struct sm_prof_record *recs;
+    size_t n;
+    int err = 0;
+    uint8_t busy = tls_busy;
+    tls_busy = 1;
+    if (sm_mprof_snapshot(&recs, &n) < 0) {
+        err = errno;
+    } else {
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            err = errno;
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+            if (sm_profproto_write(fd, recs, n, sm_mprof_period(), now) < 0)
+                err = errno;
+            if (close(fd) < 0 && err == 0 && errno != EINTR)
+                err = errno;
+        }
+        sm_mprof_snapshot_free(recs, n);
+    }
+    report(path, err);
+    tls_busy = busy;
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+int sm_write_heap_profile(const char *path)
+{
+    if (path == NULL || *path == '\0') {
+        errno = path == NULL ? EINVAL : ENOENT;
+        return -1;
+    }
+    sm_init();
+    return write_profile(path);
+}
+
+int sm_mprof_write_named(uint64_t n)
+{
+    char path[sizeof sm_opts.profile_prefix + 64];
+    char num[24];
+    size_t cap = sizeof path - 1, len = 0;
+    const char *prefix = sm_opts.profile_prefix[0] ? sm_opts.profile_prefix : "spanmalloc";
+    len = append(path, len, cap, prefix, strlen(prefix));
+    len = append(path, len, cap, ".", 1);
+    len = append(path, len, cap, num, sm_fmt_u64(num, (uint64_t)getpid()));
+    if (n != 0) {
+        len = append(path, len, cap, ".", 1);
+        len = append(path, len, cap, num, sm_fmt_u64(num, n));
+    }
+    len = append(path, len, cap, ".heap.pb.gz", 11);
+    path[len] = '\0';
+    return write_profile(path);
+}
+
+/* ---- triggers ---------------------------------------------------------------- */
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    __atomic_add_fetch(&signals_got, 1, __ATOMIC_RELAXED);
+}
+
+bool sm_mprof_wants_worker(void)
+{
+    return sm_opts.profile_signal != 0 || sm_opts.profile_interval_ns != 0;
+}
+
+void sm_mprof_tick(uint64_t now)
+{
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+        return;
+    uint64_t got = __atomic_load_n(&signals_got, __ATOMIC_RELAXED);
+    for (int i = 0; signals_seen != got && i < SM_MPROF_MAX_SIGNAL_WRITES; i++) {
+        signals_seen++;
+        sm_mprof_write_named(__atomic_add_fetch(&file_seq, 1, __ATOMIC_RELAXED));
+    }
+    signals_seen = got;
+    if (sm_opts.profile_interval_ns != 0 && now >= next_interval) {
+        sm_mprof_write_named(__atomic_add_fetch(&file_seq, 1, __ATOMIC_RELAXED));
+        next_interval = now + sm_opts.profile_interval_ns;
+    }
 }
 
 void sm_mprof_init(void)
 {
-    __atomic_store_n(&profile_rate, sm_opts.profile_rate, __ATOMIC_RELAXED);
+    uint8_t busy = tls_busy;
+    tls_busy = 1;
+    sm_fixalloc_init(&special_alloc, sizeof(struct sm_special));
+    size_t rate = __atomic_load_n(&sm_opts.profile_rate, __ATOMIC_RELAXED);
+    if (rate != 0) {
+        __atomic_store_n(&last_rate, rate, __ATOMIC_RELAXED);
+        sm_stack_init();
+        __atomic_store_n(&stack_warm, 1, __ATOMIC_RELEASE);
+    }
+    dl_iterate_phdr(own_text_cb, (void *)(uintptr_t)sm_mprof_init);
+    find_operator_new();
+    next_interval = sm_nanotime() + sm_opts.profile_interval_ns;
+    if (sm_opts.profile_signal != 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sm_opts.profile_signal, &sa, NULL);
+    }
+    __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    tls_busy = busy;
 }
 
-void sm_mprof_record_alloc(void *p, size_t size) { (void)p; (void)size; }
-void sm_mprof_record_free(void *p, struct sm_mspan *s) { (void)p; (void)s; }
-uint64_t sm_mprof_sys(void) { return 0; }
-bool sm_mprof_wants_worker(void) { return false; }
-void sm_mprof_tick(uint64_t now) { (void)now; }
-void sm_mprof_at_exit(void) {}
-void sm_mprof_fork_prepare(void) {}
-void sm_mprof_fork_parent(void) {}
-void sm_mprof_fork_child(void) {}
+void sm_mprof_at_exit(void)
+{
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE) || sm_opts.profile_prefix[0] == '\0')
+        return;
+    sm_mprof_write_named(0);
+}
+
+/* ---- fork: every profiler lock is taken, before the allocator's ---- */
+
+void sm_mprof_fork_prepare(void)
+{
+    pthread_mutex_lock(&prof_lock);
+    for (int i = 0; i < SM_MPROF_STRIPES; i++)
+        pthread_mutex_lock(&stripes[i].lock);
+}
+
+void sm_mprof_fork_parent(void)
+{
+    for (int i = SM_MPROF_STRIPES - 1; i >= 0; i--)
+        pthread_mutex_unlock(&stripes[i].lock);
+    pthread_mutex_unlock(&prof_lock);
+}
+
+void sm_mprof_fork_child(void)
+{
+    sm_mprof_fork_parent();
+}

@@ -8,8 +8,8 @@
  *   spans      the span owning the page: every page of an in-use span, the
  *              first and last page of a free run (enough to join neighbours);
  *   released   one bit: the page is not resident (fresh, or given back).
- * and zeroed_base, Go's high-water mark of pages ever handed out, so memory
- * fresh from the OS is known to be zero and calloc does not clear it again.
+ *   zero       one bit: the page is known to be zero (fresh from the OS, or
+ *              given back with MADV_DONTNEED), so calloc does not clear it.
  *
  * Arena metadata comes from the OS layer.  It is written under the heap lock
  * only; the fast path reads pagekind of pages it owns objects in, which were
@@ -125,14 +125,23 @@ void sm_pagemap_mark_released(uintptr_t base, size_t npages, bool released)
     FOR_EACH_ARENA_PART(base, npages, ar, idx, n, bits_set(ar->released, idx, n, released));
 }
 
-bool sm_pagemap_take_needzero(uintptr_t base, size_t npages)
+void sm_pagemap_mark_zero(uintptr_t base, size_t npages)
 {
-    bool dirty = false;
-    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, {
-        if (idx < ar->zeroed_base)
-            dirty = true;
-        if (idx + n > ar->zeroed_base)
-            ar->zeroed_base = (uint32_t)(idx + n);
-    });
+    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, bits_set(ar->zero, idx, n, true));
+}
+
+size_t sm_pagemap_take_needzero(uintptr_t base, size_t npages)
+{
+    /* The last page not known to be zero, searched from the end. */
+    size_t dirty = npages;
+    while (dirty > 0) {
+        uintptr_t a = base + ((uintptr_t)(dirty - 1) << SM_PAGE_SHIFT);
+        struct sm_heap_arena *ar = sm_arenas[a >> SM_ARENA_SHIFT];
+        size_t idx = sm_pagemap_index(a);
+        if (!(ar->zero[idx / 64] >> (idx % 64) & 1))
+            break;
+        dirty--;
+    }
+    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, bits_set(ar->zero, idx, n, false));
     return dirty;
 }

@@ -48,9 +48,11 @@ struct sm_heap_arena {
                                                       free run: first and last */
     uint64_t released[SM_PAGES_PER_ARENA / 64];    /* bit set: page not resident
                                                       (fresh or given back) */
+    uint64_t zero[SM_PAGES_PER_ARENA / 64];        /* bit set: page known to be
+                                                      zero (fresh from the OS,
+                                                      or given back with
+                                                      MADV_DONTNEED) */
     uintptr_t base;                                /* address of page 0 */
-    uint32_t zeroed_base;                          /* pages from here on were
-                                                      never handed out: zero */
 };
 
 /* ---- spans -------------------------------------------------------------- */
@@ -79,11 +81,13 @@ struct sm_mspan {
     uint8_t sizeclass;         /* small: class; else 0 */
     uint8_t state;             /* enum sm_span_state */
     uint8_t list;              /* small: enum sm_span_list */
-    uint8_t needzero;          /* 1 if the pages may hold old data */
+    uint8_t pad_;
     uint32_t nreleased;        /* free: pages of the run not resident */
     uint64_t idle_since;       /* free: monotonic ns when it became free */
     struct sm_special *specials; /* profiled objects in this span, by address */
     size_t reqsize;            /* large: requested bytes (for the profiler) */
+    size_t needzero;           /* pages from base that may hold old data;
+                                  the rest are fresh from the OS: zero */
 };
 
 struct sm_spanlist {

@@ -1,0 +1,412 @@
+/*
+ * test_badptr.c - what the allocator does with input it must not accept,
+ * and with an operating system that says no.
+ *
+ * A pointer that spanmalloc did not hand out (a stack address, the middle of
+ * a global, a small integer, the inside of a large object) and a second
+ * free of a large object end the process with SIGABRT after one line on
+ * stderr that names spanmalloc, says what is wrong and gives the pointer as
+ * %p prints it.  Each case runs in a forked child whose stderr goes into a
+ * pipe; the parent checks the signal and the text.
+ *
+ * The pointers are made in the parent before the fork, so the parent knows
+ * them (a child's address space is a copy of its parent's).
+ *
+ * Running out of address space (RLIMIT_AS) makes a large malloc return NULL
+ * with ENOMEM; small requests keep working, and once the limit is raised a
+ * large one works again.
+ */
+#include <ctype.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+static void require_spanmalloc(void)
+{
+    assert_non_null(dlsym(RTLD_DEFAULT, "sm_version"));
+}
+
+static void *opaque_ptr(void *p)
+{
+    __asm__ volatile("" : "+r"(p));
+    return p;
+}
+
+static size_t opaque(size_t x)
+{
+    __asm__ volatile("" : "+r"(x));
+    return x;
+}
+
+/* ---- running a case in a child -------------------------------------------- */
+
+struct outcome {
+    int exited;          /* 1: exit status in code; 0: killed by sig */
+    int code;
+    int sig;
+    char err[4096];      /* what the child wrote on stderr */
+    size_t errlen;
+};
+
+/* Run fn(arg) in a child with stderr on a pipe; collect its stderr and how
+ * it ended.  A child that does not end within 30 s is killed (and reported
+ * as killed by SIGKILL), so a hang fails the test instead of stalling it. */
+static void run_in_child(void (*fn)(void *), void *arg, struct outcome *o)
+{
+    memset(o, 0, sizeof *o);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[1]);
+        signal(SIGABRT, SIG_DFL);
+        alarm(30);
+        fn(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int status = 0, done = 0;
+    for (;;) {
+        ssize_t n = read(fds[0], o->err + o->errlen, sizeof o->err - 1 - o->errlen);
+        if (n > 0) {
+            o->errlen += (size_t)n;
+            continue;
+        }
+        if (n == 0 && done)
+            break;   /* end of file and the child is reaped */
+        if (!done && waitpid(pid, &status, WNOHANG) == pid)
+            done = 1;
+        if (o->errlen == sizeof o->err - 1)
+            break;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (!done && now.tv_sec - start.tv_sec > 30) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            done = 1;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    close(fds[0]);
+    o->err[o->errlen] = '\0';
+    if (WIFEXITED(status)) {
+        o->exited = 1;
+        o->code = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+        o->sig = WTERMSIG(status);
+    }
+}
+
+/* The child died of SIGABRT after one line that names spanmalloc, contains
+ * what, and the pointer as %p prints it. */
+static void expect_abort_report(void (*fn)(void *), void *arg, const void *ptr, const char *what)
+{
+    struct outcome o;
+    run_in_child(fn, arg, &o);
+    char hex[32];
+    snprintf(hex, sizeof hex, "%p", ptr);
+    print_message("# child stderr: %s", o.errlen ? o.err : "(nothing)\n");
+    if (o.exited)
+        fail_msg("expected SIGABRT for %s %s, child exited %d", what, hex, o.code);
+    if (o.sig != SIGABRT)
+        fail_msg("expected SIGABRT for %s %s, child killed by signal %d", what, hex, o.sig);
+    char *nl = strchr(o.err, '\n');
+    if (o.errlen == 0 || nl == NULL || (size_t)(nl - o.err) != o.errlen - 1)
+        fail_msg("expected exactly one line on stderr, got \"%s\"", o.err);
+    assert_non_null(strstr(o.err, "spanmalloc"));
+    if (strstr(o.err, what) == NULL)
+        fail_msg("\"%s\" does not say \"%s\"", o.err, what);
+    /* The pointer, not followed by another hex digit. */
+    char *at = strstr(o.err, hex);
+    if (at == NULL || isxdigit((unsigned char)at[strlen(hex)]))
+        fail_msg("\"%s\" does not give the pointer %s", o.err, hex);
+}
+
+/* ---- the cases ---------------------------------------------------------------- */
+
+static void do_free(void *p)
+{
+    free(opaque_ptr(p));
+}
+
+static void do_double_free(void *p)
+{
+    free(opaque_ptr(p));
+    free(opaque_ptr(p));
+}
+
+static void do_realloc(void *p)
+{
+    void *q = realloc(opaque_ptr(p), opaque(100));
+    (void)q;
+}
+
+static void do_usable_size(void *p)
+{
+    volatile size_t n = malloc_usable_size(opaque_ptr(p));
+    (void)n;
+}
+
+static char global_array[4096];
+
+static void test_free_stack_address(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    char local[64];
+    memset(local, 1, sizeof local);
+    void *p = opaque_ptr(local + 8);
+    expect_abort_report(do_free, p, p, "invalid");
+}
+
+static void test_free_middle_of_global(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    void *p = opaque_ptr(global_array + 1000);
+    expect_abort_report(do_free, p, p, "invalid");
+}
+
+static void test_free_small_integer(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    void *p = (void *)(uintptr_t)0x1234;
+    expect_abort_report(do_free, p, p, "invalid");
+}
+
+static void test_free_inside_large_object(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    char *big = malloc(opaque(100000));
+    assert_non_null(big);
+    expect_abort_report(do_free, big + 16, big + 16, "invalid");
+    /* A page further in, too: still the same object. */
+    expect_abort_report(do_free, big + 40000, big + 40000, "invalid");
+    free(big);
+}
+
+static void test_double_free_large(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    void *p = malloc(opaque((size_t)1 << 20));
+    assert_non_null(p);
+    memset(p, 7, (size_t)1 << 20);
+    expect_abort_report(do_double_free, p, p, "double free");
+    /* Only the child freed it. */
+    free(p);
+}
+
+static void test_realloc_and_usable_size_invalid(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    void *p = opaque_ptr(global_array + 16);
+    expect_abort_report(do_realloc, p, p, "invalid");
+    expect_abort_report(do_usable_size, p, p, "invalid");
+}
+
+static void free_null_twice(void *arg)
+{
+    (void)arg;
+    free(opaque_ptr(NULL));
+    free(opaque_ptr(NULL));
+    void *q = realloc(opaque_ptr(NULL), opaque(0));
+    free(q);
+}
+
+static void test_free_null_is_fine(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    struct outcome o;
+    run_in_child(free_null_twice, NULL, &o);
+    assert_true(o.exited);
+    assert_int_equal(o.code, 0);
+    if (o.errlen != 0)
+        fail_msg("free(NULL) wrote \"%s\"", o.err);
+}
+
+/* ---- mmap failure ------------------------------------------------------------- */
+
+static size_t vm_size(void)
+{
+    char buf[8192];
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return 0;
+    size_t kib = 0;
+    while (fgets(buf, sizeof buf, f))
+        if (strncmp(buf, "VmSize:", 7) == 0)
+            kib = (size_t)strtoull(buf + 7, NULL, 10);
+    fclose(f);
+    return kib << 10;
+}
+
+/* Exit codes name the step that failed. */
+static void address_space_limit(void *arg)
+{
+    (void)arg;
+    const size_t GiB = (size_t)1 << 30;
+    struct rlimit old;
+    if (getrlimit(RLIMIT_AS, &old) != 0)
+        _exit(10);
+    size_t used = vm_size();
+    if (used == 0)
+        _exit(11);
+    /* Room for small things, none for a GiB. */
+    struct rlimit low = {.rlim_cur = used + ((size_t)32 << 20), .rlim_max = old.rlim_max};
+    if (setrlimit(RLIMIT_AS, &low) != 0)
+        _exit(12);
+    errno = 0;
+    void *big = opaque_ptr(malloc(opaque(GiB)));
+    if (big != NULL)
+        _exit(13);
+    if (errno != ENOMEM)
+        _exit(14);
+    errno = 0;
+    big = opaque_ptr(calloc(opaque(1024), opaque(1 << 20)));
+    if (big != NULL || errno != ENOMEM)
+        _exit(15);
+    /* Small requests still work, in several classes. */
+    void *small[300];
+    for (int i = 0; i < 300; i++) {
+        small[i] = malloc(opaque(16 + (size_t)i * 37));
+        if (small[i] == NULL)
+            _exit(16);
+        memset(small[i], i, 16 + (size_t)i * 37);
+    }
+    for (int i = 0; i < 300; i++)
+        free(small[i]);
+    /* Raise the soft limit back: a GiB works again. */
+    if (setrlimit(RLIMIT_AS, &old) != 0)
+        _exit(17);
+    big = malloc(opaque(GiB));
+    if (big == NULL)
+        _exit(18);
+    ((char *)big)[0] = 1;
+    ((char *)big)[GiB - 1] = 1;
+    free(big);
+    _exit(0);
+}
+
+static void test_mmap_failure_is_enomem(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    struct outcome o;
+    run_in_child(address_space_limit, NULL, &o);
+    if (!o.exited)
+        fail_msg("child killed by signal %d; stderr: %s", o.sig, o.err);
+    if (o.code != 0)
+        fail_msg("child failed at step %d; stderr: %s", o.code, o.err);
+    if (o.errlen != 0)
+        fail_msg("unexpected stderr: %s", o.err);
+}
+
+/* No address space left at all: allocations fail one by one with ENOMEM
+ * (no crash, no abort), the objects already handed out stay good, and all
+ * is well once the limit goes back up. */
+static void address_space_exhausted(void *arg)
+{
+    (void)arg;
+    enum { MAXN = 200000, SZ = 48 * 1024 };
+    static void *objs[MAXN];
+    struct rlimit old;
+    if (getrlimit(RLIMIT_AS, &old) != 0)
+        _exit(10);
+    struct rlimit none = {.rlim_cur = vm_size(), .rlim_max = old.rlim_max};
+    if (none.rlim_cur == 0 || setrlimit(RLIMIT_AS, &none) != 0)
+        _exit(11);
+    int n = 0;
+    for (; n < MAXN; n++) {
+        size_t size = n % 2 ? SZ : (size_t)(n % 5000) + 1;
+        errno = 0;
+        objs[n] = opaque_ptr(malloc(opaque(size)));
+        if (objs[n] == NULL)
+            break;
+        memset(objs[n], n & 0xff, size < 64 ? size : 64);
+    }
+    if (n == MAXN)
+        _exit(12);   /* the limit never bit */
+    if (errno != ENOMEM)
+        _exit(13);
+    for (int i = 0; i < n; i++) {
+        size_t size = i % 2 ? SZ : (size_t)(i % 5000) + 1;
+        const unsigned char *c = objs[i];
+        for (size_t k = 0; k < (size < 64 ? size : 64); k++)
+            if (c[k] != (unsigned char)(i & 0xff))
+                _exit(14);
+        free(objs[i]);
+    }
+    if (setrlimit(RLIMIT_AS, &old) != 0)
+        _exit(15);
+    void *big = malloc(opaque((size_t)256 << 20));
+    if (big == NULL)
+        _exit(16);
+    memset(big, 1, 4096);
+    free(big);
+    for (size_t size = 1; size <= 70000; size = size * 3 / 2 + 1) {
+        void *p = malloc(opaque(size));
+        if (p == NULL)
+            _exit(17);
+        memset(p, 2, size);
+        free(p);
+    }
+    _exit(0);
+}
+
+static void test_address_space_exhausted(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    struct outcome o;
+    run_in_child(address_space_exhausted, NULL, &o);
+    if (!o.exited)
+        fail_msg("child killed by signal %d; stderr: %s", o.sig, o.err);
+    if (o.code != 0)
+        fail_msg("child failed at step %d; stderr: %s", o.code, o.err);
+    if (o.errlen != 0)
+        fail_msg("unexpected stderr: %s", o.err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_free_stack_address),
+        cmocka_unit_test(test_free_middle_of_global),
+        cmocka_unit_test(test_free_small_integer),
+        cmocka_unit_test(test_free_inside_large_object),
+        cmocka_unit_test(test_double_free_large),
+        cmocka_unit_test(test_realloc_and_usable_size_invalid),
+        cmocka_unit_test(test_free_null_is_fine),
+        cmocka_unit_test(test_mmap_failure_is_enomem),
+        cmocka_unit_test(test_address_space_exhausted),
+    };
+    return cmocka_run_group_tests_name("badptr", tests, NULL, NULL);
+}
