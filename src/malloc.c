@@ -182,7 +182,7 @@ void sm_large_free(struct sm_mspan *s)
 
 SM_INLINE void *alloc_small(size_t size)
 {
-    return sm_alloc_class(sm_size_to_class(size));
+    return sm_alloc_class(sm_size_to_class(size), size);
 }
 
 SM_INLINE void *alloc_any(size_t size)
@@ -225,7 +225,7 @@ static void *alloc_aligned(size_t align, size_t size)
         unsigned k = (unsigned)__builtin_ctzll(align);
         uint8_t cls = aligned_class[k][sm_size_to_class(size)];
         if (cls)
-            return sm_alloc_class(cls);
+            return sm_alloc_class(cls, size);
     }
     return sm_large_alloc(size ? size : 1, align);
 }
