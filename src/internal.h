@@ -173,7 +173,7 @@ SM_HIDDEN extern __thread struct sm_mcache *sm_tls_mcache __attribute__((tls_mod
 SM_HIDDEN extern uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
 SM_HIDDEN extern pthread_mutex_t sm_mcache_lock;   /* registry and dead stats */
 SM_HIDDEN void sm_mcache_init_classes(void);
-SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls);
+SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls, size_t size);
 SM_HIDDEN void sm_mcache_free_slow(void *p, uint8_t kind);
 SM_HIDDEN void sm_mcache_flush(struct sm_mcache *c);
 SM_HIDDEN void sm_mcache_thread_exit(void *arg);
@@ -251,7 +251,7 @@ SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
     /* The countdown goes by requested bytes (one register, no load). */
     intptr_t left = c->sample_left - (intptr_t)size;
     if (sm_unlikely(p == NULL || left < 0))
-        return sm_mcache_alloc_slow(cls);
+        return sm_mcache_alloc_slow(cls, size);
     cc->head = *(void **)p;
     cc->count--;
     c->sample_left = left;

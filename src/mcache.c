@@ -104,7 +104,7 @@ static void free_uncached(void *p, uint32_t cls)
     pthread_mutex_unlock(&sm_mcache_lock);
 }
 
-void *sm_mcache_alloc_slow(uint32_t cls)
+void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;
     if (c == &sm_mcache_empty) {
@@ -133,10 +133,12 @@ void *sm_mcache_alloc_slow(uint32_t cls)
     cc->head = *(void **)p;
     cc->count--;
     SM_COUNTER_ADD(cc->nmalloc, 1);
-    c->sample_left -= (intptr_t)sm_class_to_size[cls];
+    /* Count down and record by the requested size, as the fast path does,
+     * so the profile's bytes are what the program asked for. */
+    c->sample_left -= (intptr_t)size;
     if (sm_unlikely(c->sample_left < 0)) {
         c->sample_left = sm_mprof_next_sample(c);
-        sm_mprof_record_alloc(p, sm_class_to_size[cls]);
+        sm_mprof_record_alloc(p, size);
     }
     return p;
 }

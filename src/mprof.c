@@ -19,13 +19,15 @@
  * What.  sm_mprof_record_alloc runs on the slow path after the object is
  * allocated, with no allocator lock held.  It captures the stack
  * (stack.c: libgcc's DWARF unwinder, so programs without frame pointers
- * unwind), leaves out our own frames (the two known ones, then any whose
- * address is in this library's text, then C++'s operator new, so the leaf
- * is the function that allocated), and charges the bucket of that stack
- * and size.  Buckets are keyed by stack and size, as Go's are, so the
- * writer scales each with its exact object size.  They live in a hash
- * table in memory from the OS layer (never malloc), are never freed, and
- * count allocations and frees, objects and bytes.
+ * unwind), leaves out our own frames (its own and the slow path's, always
+ * ours, then any whose address is in this library's text, then C++'s
+ * operator new, so the leaf is the function that allocated), and charges
+ * the bucket of that stack and size.  The size must be what the countdown
+ * was decreased by, or the writer's scaling is biased.  Buckets are keyed
+ * by stack and size, as Go's are, so the writer scales each with its exact
+ * object size.  They live in a hash table in memory from the OS layer
+ * (never malloc), are never freed, and count allocations and frees,
+ * objects and bytes.
  *
  * Free.  A sampled object gets a struct sm_special (mprof.h) on its span's
  * list, sorted by address (Go's mspan.specials).  A small span with a
@@ -65,8 +67,8 @@
  * to prefix.<pid>.<n>.heap.pb.gz, n = 1, 2, ... (prefix "spanmalloc" when
  * SPANMALLOC_PROFILE is unset).
  */
-#include <errno.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <link.h>
 #include <math.h>
