@@ -156,6 +156,13 @@ SM_INLINE uint32_t sm_mspan_objindex(const struct sm_mspan *s, uintptr_t p)
 {
     return (uint32_t)(((uint64_t)(p - s->base) * sm_class_to_divmagic[s->sizeclass]) >> 32);
 }
+/* p is the start of one of s's objects (s a small span). */
+SM_INLINE bool sm_mspan_is_object(const struct sm_mspan *s, uintptr_t p)
+{
+    uintptr_t off = p - s->base;
+    return off < (uintptr_t)sm_class_to_nobjs[s->sizeclass] * s->elemsize &&
+           (uintptr_t)sm_mspan_objindex(s, p) * s->elemsize == off;
+}
 
 /* ---- mcentral.c ------------------------------------------------------- */
 SM_HIDDEN extern struct sm_mcentral sm_central[SM_NUM_SIZE_CLASSES];
@@ -238,11 +245,107 @@ SM_HIDDEN void sm_mprof_fork_prepare(void);
 SM_HIDDEN void sm_mprof_fork_parent(void);
 SM_HIDDEN void sm_mprof_fork_child(void);
 
+/* ---- check.c ---------------------------------------------------------- */
+/* Free-list links.  Every free list (a thread cache's, a span's, a batch
+ * between them) links its objects through their first word, stored
+ * encoded: the next object's address xor the address of the word itself
+ * xor a per-process random key (glibc's safe-linking with mimalloc's key).
+ * A plain address written over a link (an overflow from the object
+ * before, a write after free) decodes to a value with the key's high bits,
+ * never a canonical address, so the next pop catches it instead of handing
+ * the address out.  The key is drawn once, before the first list is made. */
+SM_HIDDEN extern uintptr_t sm_freelist_key;
+SM_INLINE void *sm_freelist_encode(const void *slot, const void *next)
+{
+    return (void *)((uintptr_t)next ^ (uintptr_t)slot ^ sm_freelist_key);
+}
+SM_INLINE void *sm_freelist_decode(const void *slot, const void *word)
+{
+    return (void *)((uintptr_t)word ^ (uintptr_t)slot ^ sm_freelist_key);
+}
+/* NULL, or not a 16-byte aligned user address: the end of a list, or a
+ * corrupted link.  One compare for both (rotate the alignment bits to the
+ * top, then NULL wraps round to the largest value). */
+SM_INLINE bool sm_freelist_bad(const void *p)
+{
+    uintptr_t r = ((uintptr_t)p >> 4) | ((uintptr_t)p << 60);
+    return (r - 1) >> (SM_ADDR_BITS - 4) != 0;
+}
+/* Report a corrupted link and abort: obj is the object whose first word
+ * held it (NULL if no longer known), link what it decoded to. */
+SM_HIDDEN __attribute__((noreturn)) SM_COLD void sm_freelist_corrupt(const char *fn, const void *obj, const void *link);
+
+/* Checked mode (SPANMALLOC_CHECK=1) and running under valgrind both send
+ * every malloc and free to the slow path: thread caches keep bounds of 0
+ * and empty lists, so both fast paths fail their one test.  The slow paths
+ * test sm_check_slow (a plain load) and hand the object to check.c. */
+enum {
+    SM_CHECK_ON = 1,        /* object states, reports (checked or valgrind) */
+    SM_CHECK_FILL = 2,      /* canaries and poison (checked, not valgrind) */
+    SM_CHECK_VALGRIND = 4,  /* describe blocks to memcheck */
+};
+SM_HIDDEN extern int sm_check_slow;           /* SM_CHECK_* bits; 0: off */
+SM_HIDDEN void sm_check_init(void);          /* after options, before the heap */
+/* The class a checked allocation of size bytes asked for as cls really
+ * uses: one with room for a canary byte and the alignment of cls; 0 if
+ * none (a large object). */
+SM_HIDDEN uint32_t sm_check_class(uint32_t cls, size_t size);
+/* Take one object of class cls from mcentral for a request of size bytes:
+ * verify it was untouched while free, set its state, write its canary. */
+SM_HIDDEN void *sm_check_alloc_small(uint32_t cls, size_t size);
+/* Validate a free of p (class cls): boundary, state, canary; poison it. */
+SM_HIDDEN void sm_check_free_small(void *p, uint32_t cls);
+SM_HIDDEN void sm_check_alloc_large(struct sm_mspan *s);
+SM_HIDDEN void sm_check_free_large(struct sm_mspan *s);
+/* A small span goes back to the heap: drop its object states. */
+SM_HIDDEN void sm_check_span_release(struct sm_mspan *s);
+SM_HIDDEN void *sm_check_realloc(void *p, size_t size);
+SM_HIDDEN size_t sm_check_usable_size(const void *p);
+/* calloc's object is zero (some of it without being written). */
+SM_HIDDEN void sm_check_calloc(void *p, size_t size);
+SM_HIDDEN uint64_t sm_check_sys(void);
+SM_HIDDEN void sm_check_fork_prepare(void);
+SM_HIDDEN void sm_check_fork_parent(void);
+SM_HIDDEN void sm_check_fork_child(void);
+
+/* A link read or written by a slow path: under valgrind the word is made
+ * accessible around the access and left inaccessible, as free objects are. */
+/* ---- valgrind.c: memcheck client requests (no-ops without the header) */
+SM_HIDDEN bool sm_valgrind_running(void);
+SM_HIDDEN void sm_valgrind_link_open(void *p);
+SM_HIDDEN void sm_valgrind_link_close(void *p);
+/* A new small span: all its memory inaccessible until handed out. */
+SM_HIDDEN void sm_valgrind_span_new(const struct sm_mspan *s);
+/* p, with room bytes behind it, is handed out for size bytes. */
+SM_HIDDEN void sm_valgrind_malloc(void *p, size_t size, size_t room, bool zeroed);
+SM_HIDDEN void sm_valgrind_free(void *p);
+SM_HIDDEN void sm_valgrind_resize(void *p, size_t oldsize, size_t newsize);
+SM_HIDDEN void sm_valgrind_defined(void *p, size_t size);
+
+SM_INLINE void *sm_link_load(void *p)
+{
+    if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
+        sm_valgrind_link_open(p);
+    void *next = sm_freelist_decode(p, *(void **)p);
+    if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
+        sm_valgrind_link_close(p);
+    return next;
+}
+SM_INLINE void sm_link_store(void *p, void *next)
+{
+    if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
+        sm_valgrind_link_open(p);
+    *(void **)p = sm_freelist_encode(p, next);
+    if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
+        sm_valgrind_link_close(p);
+}
+
 /* ---- the fast paths ----------------------------------------------------- */
 
 /* Pop an object of class cls from this thread's cache.  One test: the list
  * is empty (a new thread's cache is the static empty one, so this also
- * covers "not initialised"), or the profiler's countdown ran out. */
+ * covers "not initialised"; so is checked mode's), its head is not a valid
+ * address (a corrupted link), or the profiler's countdown ran out. */
 SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;
@@ -250,9 +353,9 @@ SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
     void *p = cc->head;
     /* The countdown goes by requested bytes (one register, no load). */
     intptr_t left = c->sample_left - (intptr_t)size;
-    if (sm_unlikely(p == NULL || left < 0))
+    if (sm_unlikely(sm_freelist_bad(p) || left < 0))
         return sm_mcache_alloc_slow(cls, size);
-    cc->head = *(void **)p;
+    cc->head = sm_freelist_decode(p, *(void **)p);
     cc->count--;
     c->sample_left = left;
     SM_COUNTER_ADD(cc->nmalloc, 1);
@@ -271,7 +374,7 @@ SM_INLINE void sm_free_fast(void *p)
         if (sm_likely((uint8_t)(kind - 1) < SM_NUM_SIZE_CLASSES - 1)) {
             struct sm_cacheclass *cc = &sm_tls_mcache->c[kind];
             if (sm_likely(cc->count < cc->bound)) {
-                *(void **)p = cc->head;
+                *(void **)p = sm_freelist_encode(p, cc->head);
                 cc->head = p;
                 cc->count++;
                 SM_COUNTER_ADD(cc->nfree, 1);

@@ -35,6 +35,13 @@
  *   5. a page that is free is a double free, and no page at all an invalid
  *      pointer: both are reported on stderr and abort.
  *
+ * Free lists are linked through encoded pointers, checked before they are
+ * followed (internal.h, check.c).  In checked mode (SPANMALLOC_CHECK=1) and
+ * under valgrind's memcheck, the caches stay empty so that every malloc and
+ * free takes the slow path, where check.c keeps each object's state and
+ * canary, or describes it to memcheck (valgrind.c); realloc, calloc and
+ * malloc_usable_size hand their object to check.c too.
+ *
  * Initialisation happens in the first slow path (and in a constructor): the
  * options, the heap, the central lists, the fork handlers.  It must not call
  * malloc until the heap is usable, since libc may call back into us.
@@ -65,6 +72,7 @@ void sm_init_slow(void)
     pthread_mutex_lock(&init_lock);
     if (!sm_initialized) {
         sm_options_init();
+        sm_check_init();
         sm_mheap_init(&sm_heap);
         for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
             sm_mcentral_init(&sm_central[cls], cls);
@@ -101,6 +109,7 @@ __attribute__((constructor)) static void sm_constructor(void)
 
 static void fork_prepare(void)
 {
+    sm_check_fork_prepare();
     sm_mprof_fork_prepare();
     pthread_mutex_lock(&sm_mcache_lock);
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
@@ -120,6 +129,7 @@ static void fork_parent(void)
 {
     unlock_all();
     sm_mprof_fork_parent();
+    sm_check_fork_parent();
 }
 
 static void fork_child(void)
@@ -131,6 +141,7 @@ static void fork_child(void)
     sm_worker_after_fork_child();
     unlock_all();
     sm_mprof_fork_child();
+    sm_check_fork_child();
 }
 
 __attribute__((destructor)) static void sm_destructor(void)
@@ -151,7 +162,8 @@ void *sm_large_alloc(size_t size, size_t align)
         return NULL;
     }
     sm_init();
-    size_t npages = (size + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
+    /* Checked mode: at least one byte past the request for the canary. */
+    size_t npages = (size + (sm_check_slow ? 1 : 0) + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
     if (npages == 0)
         npages = 1;
     size_t align_pages = align > SM_PAGE_SIZE ? align >> SM_PAGE_SHIFT : 0;
@@ -161,6 +173,8 @@ void *sm_large_alloc(size_t size, size_t align)
         return NULL;
     }
     s->reqsize = size;
+    if (sm_unlikely(sm_check_slow))
+        sm_check_alloc_large(s);
     sm_worker_start();
     struct sm_mcache *c = sm_tls_mcache;
     if (c != &sm_mcache_empty) {
@@ -261,12 +275,16 @@ SM_EXPORT void *calloc(size_t n, size_t size)
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         size_t dirty = s->needzero << SM_PAGE_SHIFT;
         memset(p, 0, dirty < total ? dirty : total);
+        if (sm_unlikely(sm_check_slow))
+            sm_check_calloc(p, total);
     }
     return p;
 }
 
 SM_EXPORT void *realloc(void *p, size_t size)
 {
+    if (sm_unlikely(sm_check_slow))
+        return sm_check_realloc(p, size);
     if (p == NULL)
         return alloc_any(size);
     if (size == 0) {
@@ -359,6 +377,8 @@ SM_EXPORT size_t malloc_usable_size(void *p)
 {
     if (p == NULL)
         return 0;
+    if (sm_unlikely(sm_check_slow))
+        return sm_check_usable_size(p);
     return usable_size(p, "malloc_usable_size");
 }
 

@@ -10,6 +10,14 @@
  * tcmalloc: about 32 KiB of objects, at least 2 and at most 64; a list holds
  * at most two batches, so a thread caches at most ~64 KiB per class.
  *
+ * Lists are encoded (internal.h).  The fast path checks a head only for
+ * being an aligned user address; the slow path and drain also check that
+ * each object they follow lies in a span of the class (one page-map load).
+ *
+ * Checked mode (and valgrind) keep every bound at 0 and every list empty:
+ * each malloc and free comes here and goes to mcentral one object at a
+ * time through check.c; the counters are kept the same way.
+ *
  * Stats counters live in the cache and are only ever written by its thread;
  * readers sum them under sm_mcache_lock, which also guards the registry of
  * caches, the cache fixalloc and sm_dead (counts of exited threads).
@@ -67,8 +75,11 @@ static struct sm_mcache *cache_create(void)
     pthread_mutex_unlock(&sm_mcache_lock);
     if (c == NULL)
         return NULL;
-    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
-        c->c[cls].bound = 2 * sm_class_batch[cls];
+    /* Checked mode and valgrind: bounds stay 0, lists empty, so every
+     * malloc and free comes to the slow path. */
+    if (!sm_check_slow)
+        for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+            c->c[cls].bound = 2 * sm_class_batch[cls];
     c->rng = ((uintptr_t)c ^ sm_nanotime()) | 1;
     c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
     c->sample_left = sm_mprof_next_sample(c);
@@ -80,12 +91,29 @@ static struct sm_mcache *cache_create(void)
     return c;
 }
 
-/* An object for a thread with no cache: straight from mcentral. */
-static void *alloc_uncached(uint32_t cls)
+/* One object of class cls straight from mcentral: for a thread with no
+ * cache, and in checked mode, where caches stay empty. */
+static void *take_one(uint32_t cls, size_t size)
 {
+    if (sm_unlikely(sm_check_slow))
+        return sm_check_alloc_small(cls, size);
     void *p = NULL;
+    if (sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, 1, &p) == 0)
+        return NULL;
+    return p;
+}
+
+static void give_one(void *p, uint32_t cls)
+{
+    sm_link_store(p, NULL);
+    sm_mcentral_free_batch(&sm_central[cls], &sm_heap, p, 1);
+}
+
+static void *alloc_uncached(uint32_t cls, size_t size)
+{
     sm_init();
-    if (sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, 1, &p) == 0) {
+    void *p = take_one(cls, size);
+    if (p == NULL) {
         errno = ENOMEM;
         return NULL;
     }
@@ -97,20 +125,34 @@ static void *alloc_uncached(uint32_t cls)
 
 static void free_uncached(void *p, uint32_t cls)
 {
-    *(void **)p = NULL;
-    sm_mcentral_free_batch(&sm_central[cls], &sm_heap, p, 1);
+    give_one(p, cls);
     pthread_mutex_lock(&sm_mcache_lock);
     sm_dead.nfree[cls]++;
     pthread_mutex_unlock(&sm_mcache_lock);
 }
 
+/* p is an address in a span of class cls: safe to read its link. */
+static bool in_class(const void *p, uint32_t cls)
+{
+    struct sm_heap_arena *ar = sm_pagemap_arena((uintptr_t)p);
+    return ar != NULL && (uint32_t)(ar->pagekind[sm_pagemap_index((uintptr_t)p)] & ~SM_PAGE_SLOW) == cls;
+}
+
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
 {
+    if (sm_unlikely(sm_check_slow)) {
+        /* Room for a canary: perhaps a larger class, or a large object
+         * (which counts its own sample). */
+        uint32_t real = sm_check_class(cls, size);
+        if (real == 0)
+            return sm_large_alloc(size, 0);
+        cls = real;
+    }
     struct sm_mcache *c = sm_tls_mcache;
     if (c == &sm_mcache_empty) {
         c = cache_create();
         if (c == NULL)
-            return alloc_uncached(cls);
+            return alloc_uncached(cls, size);
     }
     if (sm_unlikely(c->flush_gen != __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED))) {
         /* sm_free_os_memory asked every thread to give its cache back. */
@@ -118,20 +160,32 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
         sm_mcache_flush(c);
     }
     struct sm_cacheclass *cc = &c->c[cls];
-    if (cc->head == NULL) {
-        void *head;
-        uint32_t n = sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, sm_class_batch[cls], &head);
-        if (n == 0) {
+    void *p;
+    if (sm_unlikely(sm_check_slow)) {
+        p = take_one(cls, size);
+        if (p == NULL) {
             errno = ENOMEM;
             return NULL;
         }
-        cc->head = head;
-        cc->count = n;
-        sm_worker_start();
+    } else {
+        if (cc->head == NULL) {
+            void *head;
+            uint32_t n = sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, sm_class_batch[cls], &head);
+            if (n == 0) {
+                errno = ENOMEM;
+                return NULL;
+            }
+            cc->head = head;
+            cc->count = n;
+            sm_worker_start();
+        }
+        p = cc->head;
+        /* The fast path sends a head that is no address here. */
+        if (sm_unlikely(sm_freelist_bad(p) || !in_class(p, cls)))
+            sm_freelist_corrupt("malloc", NULL, p);
+        cc->head = sm_link_load(p);
+        cc->count--;
     }
-    void *p = cc->head;
-    cc->head = *(void **)p;
-    cc->count--;
     SM_COUNTER_ADD(cc->nmalloc, 1);
     /* Count down and record by the requested size, as the fast path does,
      * so the profile's bytes are what the program asked for. */
@@ -151,9 +205,15 @@ static void drain(struct sm_cacheclass *cc, uint32_t cls, uint32_t n)
     if (n == 0)
         return;
     void *head = cc->head, *last = head;
-    for (uint32_t i = 1; i < n; i++)
-        last = *(void **)last;
-    cc->head = *(void **)last;
+    if (sm_unlikely(sm_freelist_bad(head) || !in_class(head, cls)))
+        sm_freelist_corrupt("free", NULL, head);
+    for (uint32_t i = 1; i < n; i++) {
+        void *next = sm_link_load(last);
+        if (sm_unlikely(sm_freelist_bad(next) || !in_class(next, cls)))
+            sm_freelist_corrupt("free", last, next);
+        last = next;
+    }
+    cc->head = sm_link_load(last);
     cc->count -= n;
     sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
 }
@@ -171,6 +231,8 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         if (s->base != (uintptr_t)p)
             sm_bad_pointer("free", "invalid pointer", p);
+        if (sm_unlikely(sm_check_slow))
+            sm_check_free_large(s);
         if (s->specials)
             sm_mprof_record_free(p, s);
         sm_large_free(s);
@@ -182,6 +244,8 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
     uint32_t cls = kind & ~SM_PAGE_SLOW;
     if (cls == 0 || cls >= SM_NUM_SIZE_CLASSES)
         sm_bad_pointer("free", "invalid pointer", p);
+    if (sm_unlikely(sm_check_slow))
+        sm_check_free_small(p, cls);
     if (kind & SM_PAGE_SLOW)
         sm_mprof_record_free(p, sm_pagemap_span((uintptr_t)p));
     struct sm_mcache *c = sm_tls_mcache;
@@ -193,13 +257,19 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         }
     }
     struct sm_cacheclass *cc = &c->c[cls];
+    if (sm_unlikely(sm_check_slow)) {
+        /* Checked mode: the cache holds nothing, the object goes back now. */
+        give_one(p, cls);
+        SM_COUNTER_ADD(cc->nfree, 1);
+        return;
+    }
     if (sm_unlikely(c->flush_gen != __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED))) {
         c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
         sm_mcache_flush(c);
     }
     if (cc->count >= cc->bound)
         drain(cc, cls, sm_class_batch[cls]);
-    *(void **)p = cc->head;
+    *(void **)p = sm_freelist_encode(p, cc->head);
     cc->head = p;
     cc->count++;
     SM_COUNTER_ADD(cc->nfree, 1);

@@ -7,6 +7,12 @@
  * is kept while it is the only partial span, so a loop that allocates and
  * frees around a span boundary does not go to the heap each time.
  *
+ * Objects come and go as encoded lists (internal.h).  Each object given
+ * back is looked up in the page map anyway, so it is checked there before
+ * anything is written through it: a span of this class, at an object
+ * boundary.  In checked mode a span keeps its objects' states
+ * (s->checkstate), dropped when it goes back to the heap.
+ *
  * Locking: c->lock guards the lists and every span on them.  The heap lock
  * is taken inside it (order: mcentral, then heap), or with it dropped while
  * a new span is made.
@@ -59,6 +65,14 @@ static void set_list(struct sm_mcentral *c, struct sm_mspan *s, uint8_t list)
     s->list = list;
 }
 
+/* An empty span goes back to the heap (no lock held). */
+static void give_back(struct sm_mheap *h, struct sm_mspan *s)
+{
+    if (sm_unlikely(s->checkstate != NULL))
+        sm_check_span_release(s);
+    sm_mheap_free(h, s);
+}
+
 uint32_t sm_mcentral_alloc_batch(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, void **head)
 {
     uint32_t got = 0;
@@ -88,12 +102,19 @@ void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *hea
 {
     struct sm_mspan *empty = NULL;   /* spans to give back, linked by next */
     uint32_t nobjs = sm_class_to_nobjs[c->sizeclass];
+    void *from = NULL;   /* the object whose link gave p */
     pthread_mutex_lock(&c->lock);
     for (uint32_t i = 0; i < n; i++) {
         void *p = head;
-        head = *(void **)p;
+        /* The page map already has to be read: checking that p is an
+         * object of this class before writing through it costs little. */
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
-        SM_DEBUG_ASSERT(s != NULL && s->state == SM_SPAN_SMALL && s->sizeclass == c->sizeclass);
+        if (sm_unlikely(s == NULL || s->state != SM_SPAN_SMALL || s->sizeclass != c->sizeclass ||
+                        !sm_mspan_is_object(s, (uintptr_t)p)))
+            sm_freelist_corrupt("free", from, p);
+        if (i + 1 < n)
+            head = sm_link_load(p);
+        from = p;
         sm_mspan_put(s, p);
         if (s->nfree == nobjs && (c->partial != s || s->next != NULL)) {
             set_list(c, s, SM_LIST_NONE);
@@ -108,7 +129,7 @@ void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *hea
     while (empty) {
         struct sm_mspan *s = empty;
         empty = s->next;
-        sm_mheap_free(h, s);
+        give_back(h, s);
     }
 }
 
@@ -132,6 +153,6 @@ void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap *h)
     while (empty) {
         s = empty;
         empty = s->next;
-        sm_mheap_free(h, s);
+        give_back(h, s);
     }
 }

@@ -5,6 +5,15 @@
  * costs nothing until its objects are taken (Go allocates from a bitmap
  * instead; without a GC to sweep, an explicit list is simpler and O(1)).
  *
+ * Links are encoded (sm_link_load/sm_link_store, internal.h).  Every link
+ * taken from the span's list is checked before it is followed: it must be
+ * the end of the list or an object boundary inside this span, which is a
+ * subtraction, a multiply and two compares.  A link that is not names the
+ * object it was read from (sm_freelist_corrupt).
+ *
+ * Under valgrind a new span's memory is made inaccessible: its objects
+ * become accessible only while they are handed out (check.c).
+ *
  * Invariant: nfree == length(freelist) + (nobjs - ncarved).
  * The owning mcentral's lock guards every field used here.
  */
@@ -18,6 +27,9 @@ void sm_mspan_init_small(struct sm_mspan *s, uint8_t sizeclass)
     s->ncarved = 0;
     s->freelist = NULL;
     s->list = SM_LIST_NONE;
+    SM_DEBUG_ASSERT(s->checkstate == NULL);
+    if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
+        sm_valgrind_span_new(s);
 }
 
 uint32_t sm_mspan_take(struct sm_mspan *s, uint32_t n, void **head)
@@ -26,8 +38,11 @@ uint32_t sm_mspan_take(struct sm_mspan *s, uint32_t n, void **head)
     void *h = *head;
     while (got < n && s->freelist != NULL) {
         void *p = s->freelist;
-        s->freelist = *(void **)p;
-        *(void **)p = h;
+        void *next = sm_link_load(p);
+        if (sm_unlikely(next != NULL && !sm_mspan_is_object(s, (uintptr_t)next)))
+            sm_freelist_corrupt("malloc", p, next);
+        s->freelist = next;
+        sm_link_store(p, h);
         h = p;
         got++;
     }
@@ -39,7 +54,7 @@ uint32_t sm_mspan_take(struct sm_mspan *s, uint32_t n, void **head)
         /* Link the carved objects so the cache pops them in address order. */
         char *p = (char *)s->base + (size_t)(s->ncarved + k - 1) * s->elemsize;
         for (uint32_t i = 0; i < k; i++, p -= s->elemsize) {
-            *(void **)p = h;
+            sm_link_store(p, h);
             h = p;
         }
         s->ncarved += k;
@@ -52,7 +67,7 @@ uint32_t sm_mspan_take(struct sm_mspan *s, uint32_t n, void **head)
 
 void sm_mspan_put(struct sm_mspan *s, void *p)
 {
-    *(void **)p = s->freelist;
+    sm_link_store(p, s->freelist);
     s->freelist = p;
     s->nfree++;
 }

@@ -110,7 +110,7 @@ void sm_read_memstats(struct sm_memstats *out)
     out->heap_inuse = st.pages_inuse << SM_PAGE_SHIFT;
     out->heap_idle = st.pages_free << SM_PAGE_SHIFT;
     out->heap_released = st.pages_released << SM_PAGE_SHIFT;
-    out->other_sys = st.arena_meta_sys + sm_mprof_sys();
+    out->other_sys = st.arena_meta_sys + sm_mprof_sys() + sm_check_sys();
     out->sys = out->heap_sys + out->mspan_sys + out->mcache_sys + out->other_sys;
     out->released_total = st.released_bytes_total;
     out->num_release_scavenger = st.nrelease_scavenger;

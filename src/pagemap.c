@@ -29,7 +29,6 @@ bool sm_pagemap_add_region(uintptr_t base, size_t size, uint64_t *meta_bytes)
         struct sm_heap_arena *ar = sm_os_alloc(sizeof *ar);
         if (ar == NULL)
             return false;   /* arenas registered so far stay: harmless */
-        ar->base = a;
         *meta_bytes += (sizeof *ar + 4095) & ~(size_t)4095;
         __atomic_store_n(&sm_arenas[a >> SM_ARENA_SHIFT], ar, __ATOMIC_RELEASE);
     }

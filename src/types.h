@@ -35,7 +35,7 @@
 enum {
     SM_PAGE_NONE = 0,        /* not part of the heap: a foreign pointer */
     SM_PAGE_SLOW = 0x80,     /* or'ed into a class: frees go the slow way
-                                (span holds profiled objects, checked mode) */
+                                (the span holds profiled objects) */
     SM_PAGE_LARGE = 0xF0,    /* a page of a large object */
     SM_PAGE_FREE = 0xF1,     /* a page of a free run */
 };
@@ -52,7 +52,9 @@ struct sm_heap_arena {
                                                       zero (fresh from the OS,
                                                       or given back with
                                                       MADV_DONTNEED) */
-    uintptr_t base;                                /* address of page 0 */
+    /* No copy of the arena's address: it is the address of the first
+     * object of the arena's first span, which memcheck's leak check would
+     * take for a pointer to it (valgrind.c). */
 };
 
 /* ---- spans -------------------------------------------------------------- */
@@ -72,7 +74,13 @@ struct sm_special;
 struct sm_mspan {
     struct sm_mspan *next;     /* list links: mcentral or heap free list */
     struct sm_mspan *prev;
-    uintptr_t base;            /* first byte */
+    uint32_t base_offset_;     /* unused: puts base off 8-byte alignment */
+    uintptr_t base __attribute__((packed));
+                               /* first byte.  Stored unaligned on purpose:
+                                  memcheck's leak check reads only aligned
+                                  words, so under valgrind a span does not
+                                  keep its first object (a large span's
+                                  only one) reachable (valgrind.c) */
     size_t npages;
     void *freelist;            /* small: objects returned to this span */
     uint32_t nfree;            /* small: free objects (freelist + uncarved) */
@@ -88,6 +96,9 @@ struct sm_mspan {
     size_t reqsize;            /* large: requested bytes (for the profiler) */
     size_t needzero;           /* pages from base that may hold old data;
                                   the rest are fresh from the OS: zero */
+    uint16_t *checkstate;      /* small, checked mode: per object, 0 never
+                                  handed out, 1 free, n >= 2 live with n - 2
+                                  bytes requested (check.c) */
 };
 
 struct sm_spanlist {

@@ -29,7 +29,7 @@ static int setup(void **state)
 static uint32_t list_len(void *head)
 {
     uint32_t n = 0;
-    for (; head; head = *(void **)head)
+    for (; head; head = sm_link_load(head))
         n++;
     return n;
 }
@@ -51,7 +51,7 @@ static void test_refill_batch(void **state)
     assert_int_equal(list_len(head), 10);
     assert_int_equal(f->c.nspans, 1);
     assert_int_equal(spans_on(f->c.partial), 1);
-    for (void *p = head; p; p = *(void **)p) {
+    for (void *p = head; p; p = sm_link_load(p)) {
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         assert_int_equal(s->sizeclass, f->c.sizeclass);
         assert_int_equal(((uintptr_t)p - s->base) % s->elemsize, 0);
@@ -96,7 +96,7 @@ static void test_objects_unique(void **state)
         void *head = NULL;
         uint32_t n = sm_mcentral_alloc_batch(&f->c, &f->h, 7, &head);
         assert_true(n > 0);
-        for (void *p = head; p && got < N; p = *(void **)p)
+        for (void *p = head; p && got < N; p = sm_link_load(p))
             objs[got++] = p;
     }
     for (uint32_t i = 0; i < N; i++)
@@ -108,7 +108,7 @@ static void test_objects_unique(void **state)
         void *head = NULL;
         uint32_t n = 0;
         for (uint32_t i = start; i < N; i += 5) {
-            *(void **)objs[i] = head;
+            sm_link_store(objs[i], head);
             head = objs[i];
             n++;
         }

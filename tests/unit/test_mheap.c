@@ -230,7 +230,7 @@ static void test_small_span(void **state)
     for (uint32_t i = 0; i < 5; i++) {
         assert_int_equal((uintptr_t)head, s->base + i * s->elemsize);
         assert_int_equal(sm_mspan_objindex(s, (uintptr_t)head), i);
-        head = *(void **)head;
+        head = sm_link_load(head);
     }
     sm_mheap_free(h, s);
     sm_mheap_check(h);
