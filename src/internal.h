@@ -263,9 +263,11 @@ SM_INLINE void *sm_freelist_decode(const void *slot, const void *word)
 {
     return (void *)((uintptr_t)word ^ (uintptr_t)slot ^ sm_freelist_key);
 }
-/* NULL, or not a 16-byte aligned user address: the end of a list, or a
- * corrupted link.  One compare for both (rotate the alignment bits to the
- * top, then NULL wraps round to the largest value). */
+/* NULL, or not a 16-byte aligned address below 2^48: the end of a list,
+ * or a corrupted link.  One shift for both: rotate the alignment bits to
+ * the top, subtract one so that NULL wraps round to the largest value.
+ * (2^48 itself passes: it is not a canonical address, so following it
+ * faults.) */
 SM_INLINE bool sm_freelist_bad(const void *p)
 {
     uintptr_t r = ((uintptr_t)p >> 4) | ((uintptr_t)p << 60);

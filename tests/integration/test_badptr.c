@@ -12,6 +12,12 @@
  * The pointers are made in the parent before the fork, so the parent knows
  * them (a child's address space is a copy of its parent's).
  *
+ * A free object's first word is its free-list link, stored encoded.  A
+ * plain address written over it (a global, the stack, another live
+ * object, as an overflow from the object before would) must never come
+ * back from malloc: the allocator reports the corrupted list and aborts,
+ * whether the link is followed by malloc or by a cache being drained.
+ *
  * Running out of address space (RLIMIT_AS) makes a large malloc return NULL
  * with ENOMEM; small requests keep working, and once the limit is raised a
  * large one works again.
@@ -34,6 +40,8 @@
 #include <unistd.h>
 #include <setjmp.h>
 #include <cmocka.h>
+
+#include "spanmalloc.h"
 
 static void require_spanmalloc(void)
 {
@@ -252,6 +260,90 @@ static void test_free_null_is_fine(void **state)
         fail_msg("free(NULL) wrote \"%s\"", o.err);
 }
 
+/* ---- corrupted free lists ------------------------------------------------------ */
+
+/* The child died of SIGABRT after one line that starts with prefix (and,
+ * if ptr is not NULL, names it). */
+static void expect_corruption_report(void (*fn)(void *), void *arg, const char *prefix, const void *ptr)
+{
+    struct outcome o;
+    run_in_child(fn, arg, &o);
+    print_message("# child stderr: %s", o.errlen ? o.err : "(nothing)\n");
+    if (o.exited && o.code == 3)
+        fail_msg("malloc handed out the address written over a free-list link");
+    if (o.exited)
+        fail_msg("expected SIGABRT, child exited %d", o.code);
+    if (o.sig != SIGABRT)
+        fail_msg("expected SIGABRT, child killed by signal %d", o.sig);
+    char *nl = strchr(o.err, '\n');
+    if (nl == NULL || (size_t)(nl - o.err) != o.errlen - 1)
+        fail_msg("expected exactly one line on stderr, got \"%s\"", o.err);
+    if (strncmp(o.err, prefix, strlen(prefix)) != 0)
+        fail_msg("\"%s\" does not start with \"%s\"", o.err, prefix);
+    if (ptr != NULL) {
+        char hex[32];
+        snprintf(hex, sizeof hex, "%p", ptr);
+        char *at = strstr(o.err, hex);
+        if (at == NULL || isxdigit((unsigned char)at[strlen(hex)]))
+            fail_msg("\"%s\" does not give the pointer %s", o.err, hex);
+    }
+}
+
+/* Free an object, write target over its link, malloc its size twice. */
+static void overwrite_link_then_malloc(void *target)
+{
+    /* The stale pointer goes through a volatile, as a program's would
+     * through its data structures. */
+    static void *volatile stale;
+    stale = opaque_ptr(malloc(opaque(48)));
+    free(stale);
+    *(void *volatile *)stale = target;
+    void *a = opaque_ptr(malloc(opaque(48)));
+    void *b = opaque_ptr(malloc(opaque(48)));
+    if (a == target || b == target)
+        _exit(3);
+    _exit(4);
+}
+
+static char victim_global[256];
+
+static void test_corrupted_link_never_followed(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    char local[64];
+    memset(local, 0, sizeof local);
+    void *live = malloc(opaque(48));   /* an object in use: must not be handed out twice */
+    void *targets[] = {victim_global + 16, local + 16, live, (void *)(uintptr_t)0x4141414141414140ull};
+    for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++)
+        expect_corruption_report(overwrite_link_then_malloc, targets[i],
+                                 "spanmalloc: malloc(): free list corrupted: ", NULL);
+    free(live);
+}
+
+/* The corrupted link is followed when the cache is drained instead:
+ * sm_free_os_memory gives this thread's whole cache back. */
+static void overwrite_link_then_drain(void *arg)
+{
+    static void *volatile stale;
+    stale = arg;
+    char *q = opaque_ptr(malloc(opaque(48)));
+    free(stale);
+    *(void *volatile *)stale = victim_global;
+    free(q);
+    sm_free_os_memory();
+    _exit(4);
+}
+
+static void test_corrupted_link_found_by_drain(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    char *p = malloc(opaque(48));
+    expect_corruption_report(overwrite_link_then_drain, p, "spanmalloc: free(): free list corrupted: ", p);
+    free(p);
+}
+
 /* ---- mmap failure ------------------------------------------------------------- */
 
 static size_t vm_size(void)
@@ -405,6 +497,8 @@ int main(void)
         cmocka_unit_test(test_double_free_large),
         cmocka_unit_test(test_realloc_and_usable_size_invalid),
         cmocka_unit_test(test_free_null_is_fine),
+        cmocka_unit_test(test_corrupted_link_never_followed),
+        cmocka_unit_test(test_corrupted_link_found_by_drain),
         cmocka_unit_test(test_mmap_failure_is_enomem),
         cmocka_unit_test(test_address_space_exhausted),
     };

@@ -17,7 +17,9 @@
  *
  * The run is a number of operations, not a time: STRESS_OPS (default
  * 8,000,000, about 10 to 20 seconds on 2 cores) split between the threads.
- * STRESS_SEED changes the random sequence.  The totals go out as a TAP
+ * STRESS_SEED changes the random sequence.  test_stress_checked.sh runs it
+ * again in checked mode (SPANMALLOC_CHECK=1), where any report is a false
+ * one and aborts the run.  The totals go out as a TAP
  * diagnostic line.
  */
 #include <dlfcn.h>
@@ -311,6 +313,14 @@ static void test_stress(void **state)
 {
     (void)state;
     assert_non_null(dlsym(RTLD_DEFAULT, "sm_version"));
+    /* Under SPANMALLOC_CHECK=1 (test_stress_checked.sh) make sure checked
+     * mode is on: there the usable size is the requested size. */
+    const char *check = getenv("SPANMALLOC_CHECK");
+    if (check != NULL && strcmp(check, "1") == 0) {
+        void *probe = malloc(10);
+        assert_int_equal(malloc_usable_size(probe), 10);
+        free(probe);
+    }
     uint64_t total = env_u64("STRESS_OPS", DEFAULT_OPS);
     uint64_t seed = env_u64("STRESS_SEED", 1);
     static struct worker workers[NTHREADS];
