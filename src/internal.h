@@ -150,18 +150,19 @@ SM_HIDDEN void sm_mheap_unlock(struct sm_mheap *h);
 SM_HIDDEN void sm_mspan_init_small(struct sm_mspan *s, uint8_t sizeclass);
 /* Take up to n objects from a small span, linked into *head; returns count. */
 SM_HIDDEN uint32_t sm_mspan_take(struct sm_mspan *s, uint32_t n, void **head);
-SM_HIDDEN void sm_mspan_put(struct sm_mspan *s, void *p);
 /* Index of p's object in its span (exact division by multiply). */
 SM_INLINE uint32_t sm_mspan_objindex(const struct sm_mspan *s, uintptr_t p)
 {
     return (uint32_t)(((uint64_t)(p - s->base) * sm_class_to_divmagic[s->sizeclass]) >> 32);
 }
-/* p is the start of one of s's objects (s a small span). */
+/* p is the start of one of s's objects (s a small span), for any p: the
+ * index is exact inside the span, and outside it no index below nobjs
+ * times the object size can equal the offset. */
 SM_INLINE bool sm_mspan_is_object(const struct sm_mspan *s, uintptr_t p)
 {
     uintptr_t off = p - s->base;
-    return off < (uintptr_t)sm_class_to_nobjs[s->sizeclass] * s->elemsize &&
-           (uintptr_t)sm_mspan_objindex(s, p) * s->elemsize == off;
+    uint32_t idx = (uint32_t)(((uint64_t)off * sm_class_to_divmagic[s->sizeclass]) >> 32);
+    return idx < sm_class_to_nobjs[s->sizeclass] && (uintptr_t)idx * s->elemsize == off;
 }
 
 /* ---- mcentral.c ------------------------------------------------------- */
@@ -289,8 +290,7 @@ enum {
 SM_HIDDEN extern int sm_check_slow;           /* SM_CHECK_* bits; 0: off */
 SM_HIDDEN void sm_check_init(void);          /* after options, before the heap */
 /* The class a checked allocation of size bytes asked for as cls really
- * uses: one with room for a canary byte and the alignment of cls; 0 if
- * none (a large object). */
+ * uses: one with room for a canary byte; 0 if none (a large object). */
 SM_HIDDEN uint32_t sm_check_class(uint32_t cls, size_t size);
 /* Take one object of class cls from mcentral for a request of size bytes:
  * verify it was untouched while free, set its state, write its canary. */
@@ -310,12 +310,12 @@ SM_HIDDEN void sm_check_fork_prepare(void);
 SM_HIDDEN void sm_check_fork_parent(void);
 SM_HIDDEN void sm_check_fork_child(void);
 
-/* A link read or written by a slow path: under valgrind the word is made
- * accessible around the access and left inaccessible, as free objects are. */
 /* ---- valgrind.c: memcheck client requests (no-ops without the header) */
 SM_HIDDEN bool sm_valgrind_running(void);
-SM_HIDDEN void sm_valgrind_link_open(void *p);
-SM_HIDDEN void sm_valgrind_link_close(void *p);
+/* A free object's link, read or written by the allocator: made accessible
+ * for the access and left inaccessible, as free objects are. */
+SM_HIDDEN void *sm_valgrind_link_load(void *p);
+SM_HIDDEN void sm_valgrind_link_store(void *p, void *next);
 /* A new small span: all its memory inaccessible until handed out. */
 SM_HIDDEN void sm_valgrind_span_new(const struct sm_mspan *s);
 /* p, with room bytes behind it, is handed out for size bytes. */
@@ -324,22 +324,28 @@ SM_HIDDEN void sm_valgrind_free(void *p);
 SM_HIDDEN void sm_valgrind_resize(void *p, size_t oldsize, size_t newsize);
 SM_HIDDEN void sm_valgrind_defined(void *p, size_t size);
 
+/* A link read or written by a slow path (the fast paths never run under
+ * valgrind). */
 SM_INLINE void *sm_link_load(void *p)
 {
     if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
-        sm_valgrind_link_open(p);
-    void *next = sm_freelist_decode(p, *(void **)p);
-    if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
-        sm_valgrind_link_close(p);
-    return next;
+        return sm_valgrind_link_load(p);
+    return sm_freelist_decode(p, *(void **)p);
 }
 SM_INLINE void sm_link_store(void *p, void *next)
 {
     if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
-        sm_valgrind_link_open(p);
-    *(void **)p = sm_freelist_encode(p, next);
-    if (sm_unlikely(sm_check_slow & SM_CHECK_VALGRIND))
-        sm_valgrind_link_close(p);
+        sm_valgrind_link_store(p, next);
+    else
+        *(void **)p = sm_freelist_encode(p, next);
+}
+
+/* Give p back to its span's list (mspan.c; the owning mcentral's lock). */
+SM_INLINE void sm_mspan_put(struct sm_mspan *s, void *p)
+{
+    sm_link_store(p, s->freelist);
+    s->freelist = p;
+    s->nfree++;
 }
 
 /* ---- the fast paths ----------------------------------------------------- */

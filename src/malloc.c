@@ -237,7 +237,9 @@ static void *alloc_aligned(size_t align, size_t size)
          * multiples of the size from a page-aligned span base. */
         sm_init();
         unsigned k = (unsigned)__builtin_ctzll(align);
-        uint8_t cls = aligned_class[k][sm_size_to_class(size)];
+        /* Checked mode: a class with room for a canary byte (check.c). */
+        size_t fit = size + (sm_check_slow && size < SM_MAX_SMALL_SIZE);
+        uint8_t cls = aligned_class[k][sm_size_to_class(fit)];
         if (cls)
             return sm_alloc_class(cls, size);
     }

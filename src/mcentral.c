@@ -112,8 +112,7 @@ void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *hea
         if (sm_unlikely(s == NULL || s->state != SM_SPAN_SMALL || s->sizeclass != c->sizeclass ||
                         !sm_mspan_is_object(s, (uintptr_t)p)))
             sm_freelist_corrupt("free", from, p);
-        if (i + 1 < n)
-            head = sm_link_load(p);
+        head = sm_link_load(p);
         from = p;
         sm_mspan_put(s, p);
         if (s->nfree == nobjs && (c->partial != s || s->next != NULL)) {

@@ -64,10 +64,3 @@ uint32_t sm_mspan_take(struct sm_mspan *s, uint32_t n, void **head)
     *head = h;
     return got;
 }
-
-void sm_mspan_put(struct sm_mspan *s, void *p)
-{
-    sm_link_store(p, s->freelist);
-    s->freelist = p;
-    s->nfree++;
-}

@@ -79,13 +79,18 @@ bool sm_valgrind_running(void)
     return VALGRIND_GET_VBITS(&word, &vbits, sizeof word) == 1;
 }
 
-void sm_valgrind_link_open(void *p)
+void *sm_valgrind_link_load(void *p)
 {
     VALGRIND_MAKE_MEM_DEFINED(p, sizeof(void *));
+    void *next = sm_freelist_decode(p, *(void **)p);
+    VALGRIND_MAKE_MEM_NOACCESS(p, sizeof(void *));
+    return next;
 }
 
-void sm_valgrind_link_close(void *p)
+void sm_valgrind_link_store(void *p, void *next)
 {
+    VALGRIND_MAKE_MEM_DEFINED(p, sizeof(void *));
+    *(void **)p = sm_freelist_encode(p, next);
     VALGRIND_MAKE_MEM_NOACCESS(p, sizeof(void *));
 }
 

@@ -151,7 +151,7 @@ static void free_it(void *p)
 
 static void overflow_by_one_then_free(void *p)
 {
-    ((char *)p)[malloc_usable_size(p)] = 'x';
+    ((volatile char *)p)[malloc_usable_size(p)] = 'x';
     free(opaque_ptr(p));
 }
 
@@ -191,12 +191,13 @@ static void *first_class_a_object(void)
     return where;
 }
 
-/* Overflows a fresh CLASS_A object, then allocates another of its span. */
+/* Overflows a fresh CLASS_A object by a few bytes from its end, then
+ * allocates another of its span. */
 static void overflow_then_malloc(void *arg)
 {
     (void)arg;
     char *a = opaque_ptr(malloc(opaque(CLASS_A)));
-    a[CLASS_A + 5] = 'x';
+    memcpy(a + CLASS_A, "abc", 3);
     opaque_ptr(malloc(opaque(CLASS_A)));
 }
 
@@ -204,6 +205,23 @@ static void test_overflow_found_at_next_malloc_from_span(void **state)
 {
     (void)state;
     expect_report(overflow_then_malloc, NULL, "malloc", "buffer overflow of", first_class_a_object());
+}
+
+/* A write further into the slack, not starting at the end: found when the
+ * object is freed. */
+static void stray_write_then_free(void *arg)
+{
+    (void)arg;
+    char *a = opaque_ptr(malloc(opaque(CLASS_A)));
+    ((volatile char *)a)[CLASS_A + 100] = 'x';
+    opaque_ptr(malloc(opaque(CLASS_A)));
+    free(a);
+}
+
+static void test_stray_write_in_slack_found_at_free(void **state)
+{
+    (void)state;
+    expect_report(stray_write_then_free, NULL, "free", "buffer overflow of", first_class_a_object());
 }
 
 static void double_free(void *p)
@@ -328,7 +346,7 @@ static void realloc_then_overflow(void *arg)
     /* Tell the parent where it is, then write one byte past the end. */
     if (write(STDOUT_FILENO, &q, sizeof q) != sizeof q)
         _exit(5);
-    q[r->to] = 'x';
+    ((volatile char *)q)[r->to] = 'x';
     free(q);
 }
 
@@ -592,6 +610,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_overflow_found_at_free),
         cmocka_unit_test(test_overflow_found_at_next_malloc_from_span),
+        cmocka_unit_test(test_stray_write_in_slack_found_at_free),
         cmocka_unit_test(test_double_free),
         cmocka_unit_test(test_write_after_free),
         cmocka_unit_test(test_overflow_into_free_neighbour),
