@@ -317,19 +317,25 @@ static struct sm_mspan *small_object(const char *fn, const void *p, uint32_t *id
     return s;
 }
 
+void sm_check_bad_free(const char *what, const void *p)
+{
+    if (sm_check_slow & SM_CHECK_VALGRIND)
+        sm_valgrind_free((void *)p);
+    sm_bad_pointer("free", what, p);
+}
+
 void sm_check_free_small(void *p, uint32_t cls)
 {
     (void)cls;
-    uint32_t i;
-    struct sm_mspan *s = small_object("free", p, &i);
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    if (s == NULL || s->state != SM_SPAN_SMALL || !sm_mspan_is_object(s, (uintptr_t)p))
+        sm_check_bad_free("invalid pointer", p);
+    uint32_t i = sm_mspan_objindex(s, (uintptr_t)p);
     struct stripe *sp = stripe_of(s);
     pthread_mutex_lock(&sp->lock);
     uint16_t st = s->checkstate ? s->checkstate[i] : 0;
-    if (sm_unlikely(st < SM_STATE_LIVE)) {
-        if (sm_check_slow & SM_CHECK_VALGRIND)
-            sm_valgrind_free(p);   /* memcheck reports it with its stacks */
-        sm_bad_pointer("free", "double free of", p);
-    }
+    if (sm_unlikely(st < SM_STATE_LIVE))
+        sm_check_bad_free("double free of", p);
     if ((sm_check_slow & SM_CHECK_FILL) && overflowed(s, i))
         sm_bad_pointer("free", "buffer overflow of", p);
     s->checkstate[i] = SM_STATE_FREE;

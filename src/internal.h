@@ -297,6 +297,9 @@ SM_HIDDEN uint32_t sm_check_class(uint32_t cls, size_t size);
 SM_HIDDEN void *sm_check_alloc_small(uint32_t cls, size_t size);
 /* Validate a free of p (class cls): boundary, state, canary; poison it. */
 SM_HIDDEN void sm_check_free_small(void *p, uint32_t cls);
+/* A bad free of p: under memcheck, memcheck's own report (with its stacks)
+ * first; then ours, and abort. */
+SM_HIDDEN __attribute__((noreturn)) SM_COLD void sm_check_bad_free(const char *what, const void *p);
 SM_HIDDEN void sm_check_alloc_large(struct sm_mspan *s);
 SM_HIDDEN void sm_check_free_large(struct sm_mspan *s);
 /* A small span goes back to the heap: drop its object states. */

@@ -226,13 +226,13 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         return;
     switch (kind) {
     case SM_PAGE_NONE:
-        sm_bad_pointer("free", "invalid pointer", p);
+        sm_check_bad_free("invalid pointer", p);
     case SM_PAGE_FREE:
-        sm_bad_pointer("free", "double free of", p);
+        sm_check_bad_free("double free of", p);
     case SM_PAGE_LARGE: {
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         if (s->base != (uintptr_t)p)
-            sm_bad_pointer("free", "invalid pointer", p);
+            sm_check_bad_free("invalid pointer", p);
         if (sm_unlikely(sm_check_slow))
             sm_check_free_large(s);
         if (s->specials)
@@ -245,7 +245,7 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
     }
     uint32_t cls = kind & ~SM_PAGE_SLOW;
     if (cls == 0 || cls >= SM_NUM_SIZE_CLASSES)
-        sm_bad_pointer("free", "invalid pointer", p);
+        sm_check_bad_free("invalid pointer", p);
     if (sm_unlikely(sm_check_slow))
         sm_check_free_small(p, cls);
     if (kind & SM_PAGE_SLOW)
