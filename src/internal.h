@@ -69,6 +69,8 @@ SM_HIDDEN void sm_warn(const char *a, const char *b, const char *c);
 SM_HIDDEN size_t sm_fmt_u64(char *buf, uint64_t v);
 SM_HIDDEN size_t sm_fmt_hex(char *buf, uint64_t v);
 SM_HIDDEN uint64_t sm_nanotime(void);
+/* The same clock at a few milliseconds' resolution, cheaper to read. */
+SM_HIDDEN uint64_t sm_nanotime_coarse(void);
 
 /* ---- options.c -------------------------------------------------------- */
 enum sm_stats_mode { SM_STATS_OFF = 0, SM_STATS_EXIT, SM_STATS_INTERVAL };
@@ -182,10 +184,27 @@ SM_HIDDEN void sm_mcache_thread_exit(void *arg);
 struct sm_dead_stats {
     uint64_t nmalloc[SM_NUM_SIZE_CLASSES];
     uint64_t nfree[SM_NUM_SIZE_CLASSES];
+    uint64_t large_nmalloc, large_nfree;          /* their large caches' */
+    uint64_t large_bytes_alloc, large_bytes_free;
 };
 SM_HIDDEN extern struct sm_dead_stats sm_dead;
 SM_HIDDEN extern struct sm_mcache *sm_mcache_all;
 SM_HIDDEN extern struct sm_fixalloc sm_mcache_alloc;
+
+/* ---- largecache.c ----------------------------------------------------- */
+/* A cached span of npages pages (exactly, or a little more) for this
+ * thread, now a live large object; NULL if none. */
+SM_HIDDEN struct sm_mspan *sm_largecache_alloc(struct sm_mcache *c, size_t npages);
+/* Keep the freed large span s for reuse; false if it does not fit (the
+ * caller gives it to the heap). */
+SM_HIDDEN bool sm_largecache_free(struct sm_mcache *c, struct sm_mspan *s);
+/* Give every span of c's large cache back to the heap. */
+SM_HIDDEN void sm_largecache_flush(struct sm_mcache *c);
+/* From every thread's large cache, take the spans stored at scavenger
+ * epoch before_epoch or earlier (UINT32_MAX: all) back to the heap.
+ * Returns bytes given back.  Takes sm_mcache_lock. */
+SM_HIDDEN size_t sm_largecache_reclaim(uint32_t before_epoch);
+SM_HIDDEN void sm_largecache_reclaim_all(void);
 
 /* ---- malloc.c --------------------------------------------------------- */
 SM_HIDDEN extern int sm_initialized;
@@ -203,6 +222,7 @@ SM_HIDDEN void sm_mstats_log_line(void);
 
 /* ---- scavenge.c ------------------------------------------------------- */
 SM_HIDDEN extern uint64_t sm_flush_gen;   /* sm_free_os_memory requests */
+SM_HIDDEN extern uint32_t sm_scav_epoch;  /* scavenger ticks so far */
 SM_HIDDEN void sm_release_central_empty(void);
 SM_HIDDEN size_t sm_scavenge_tick(uint64_t now);
 SM_HIDDEN bool sm_worker_wanted(void);

@@ -23,7 +23,8 @@
  *      static empty one, or the profiler's countdown ran out): the slow path
  *      makes the thread's cache or takes a batch from mcentral[c], which
  *      takes spans from mheap, which grows from the OS.
- * malloc(n), n > 32 KiB: a span of ceil(n / 8 KiB) pages from mheap.
+ * malloc(n), n > 32 KiB: a span of ceil(n / 8 KiB) pages: one this thread
+ *   freed recently (largecache.c), or a new one from mheap.
  *
  * free(p):
  *   1. the page map gives p's page kind (one load from its arena);
@@ -31,7 +32,8 @@
  *   3. if the list is at its bound, give a batch to mcentral first; a span
  *      whose objects are all free goes back to mheap, and joins its free
  *      neighbours there;
- *   4. a large object: its span goes back to mheap;
+ *   4. a large object: its span goes to this thread's large cache, or back
+ *      to mheap;
  *   5. a page that is free is a double free, and no page at all an invalid
  *      pointer: both are reported on stderr and abort.
  *
@@ -66,6 +68,7 @@ void sm_init_slow(void)
     if (!sm_initialized) {
         sm_options_init();
         sm_mheap_init(&sm_heap);
+        sm_heap.reclaim = sm_largecache_reclaim_all;
         for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
             sm_mcentral_init(&sm_central[cls], cls);
         for (unsigned k = 5; k <= SM_PAGE_SHIFT; k++)
@@ -154,15 +157,20 @@ void *sm_large_alloc(size_t size, size_t align)
     size_t npages = (size + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
     if (npages == 0)
         npages = 1;
-    size_t align_pages = align > SM_PAGE_SIZE ? align >> SM_PAGE_SHIFT : 0;
-    struct sm_mspan *s = sm_mheap_alloc(&sm_heap, npages, align_pages, SM_PAGE_LARGE);
+    struct sm_mcache *c = sm_tls_mcache;
+    struct sm_mspan *s = NULL;
+    if (c != &sm_mcache_empty && align <= SM_PAGE_SIZE && npages <= SM_LARGECACHE_MAX_PAGES)
+        s = sm_largecache_alloc(c, npages);
     if (s == NULL) {
-        errno = ENOMEM;
-        return NULL;
+        size_t align_pages = align > SM_PAGE_SIZE ? align >> SM_PAGE_SHIFT : 0;
+        s = sm_mheap_alloc(&sm_heap, npages, align_pages, SM_PAGE_LARGE);
+        if (s == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        sm_worker_start();
     }
     s->reqsize = size;
-    sm_worker_start();
-    struct sm_mcache *c = sm_tls_mcache;
     if (c != &sm_mcache_empty) {
         c->sample_left -= (intptr_t)size;
         if (sm_unlikely(c->sample_left < 0)) {
@@ -175,6 +183,9 @@ void *sm_large_alloc(size_t size, size_t align)
 
 void sm_large_free(struct sm_mspan *s)
 {
+    struct sm_mcache *c = sm_tls_mcache;
+    if (c != &sm_mcache_empty && sm_largecache_free(c, s))
+        return;
     sm_mheap_free(&sm_heap, s);
 }
 
@@ -205,6 +216,8 @@ static size_t usable_size(const void *p, const char *fn)
         struct sm_mspan *s = sm_pagemap_span(a);
         if (s->base != a)
             sm_bad_pointer(fn, "invalid pointer", p);
+        if (s->state != SM_SPAN_LARGE)
+            sm_bad_pointer(fn, "use after free of", p);
         return s->npages << SM_PAGE_SHIFT;
     }
     return sm_class_to_size[kind & ~SM_PAGE_SLOW];

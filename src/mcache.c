@@ -15,7 +15,8 @@
  * caches, the cache fixalloc and sm_dead (counts of exited threads).
  *
  * A thread's cache goes back when the thread exits (a pthread key
- * destructor): its objects to mcentral, its counts to sm_dead.  Frees and
+ * destructor): its objects to mcentral, its large spans (largecache.c) to
+ * mheap, its counts to sm_dead.  Frees and
  * mallocs that come after that (later destructors, libc's own cleanup) go
  * straight to mcentral.
  */
@@ -171,6 +172,8 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         if (s->base != (uintptr_t)p)
             sm_bad_pointer("free", "invalid pointer", p);
+        if (s->state != SM_SPAN_LARGE)
+            sm_bad_pointer("free", "double free of", p);
         if (s->specials)
             sm_mprof_record_free(p, s);
         sm_large_free(s);
@@ -209,6 +212,7 @@ void sm_mcache_flush(struct sm_mcache *c)
 {
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
         drain(&c->c[cls], cls, c->c[cls].count);
+    sm_largecache_flush(c);
 }
 
 void sm_mcache_thread_exit(void *arg)
@@ -224,6 +228,10 @@ void sm_mcache_thread_exit(void *arg)
         sm_dead.nmalloc[cls] += c->c[cls].nmalloc;
         sm_dead.nfree[cls] += c->c[cls].nfree;
     }
+    sm_dead.large_nmalloc += c->large.nmalloc;
+    sm_dead.large_nfree += c->large.nfree;
+    sm_dead.large_bytes_alloc += c->large.bytes_alloc;
+    sm_dead.large_bytes_free += c->large.bytes_free;
     if (c->all_prev)
         c->all_prev->all_next = c->all_next;
     else
