@@ -137,6 +137,12 @@ SM_HIDDEN void sm_mheap_init(struct sm_mheap *h);
 SM_HIDDEN struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_pages, uint8_t kind);
 /* Give a small or large span back; it joins its free neighbours. */
 SM_HIDDEN void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s);
+/* Resize the live large span s in place to npages pages: extend it over
+ * the free pages right after it (false if they are not free or too few), or
+ * give its last pages back as a free run.  The object's bytes are counted
+ * as allocated or freed (total_alloc, heap_alloc). */
+SM_HIDDEN bool sm_mheap_extend(struct sm_mheap *h, struct sm_mspan *s, size_t npages);
+SM_HIDDEN bool sm_mheap_shrink(struct sm_mheap *h, struct sm_mspan *s, size_t npages);
 /* Release idle pages to the OS: at most max_bytes, only runs idle since
  * before idle_before_ns (0: any), oldest first.  Returns bytes released. */
 SM_HIDDEN size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_before_ns, int why);

@@ -385,6 +385,76 @@ void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
     sm_mheap_unlock(h);
 }
 
+/* ---- resizing a large span in place (realloc) ---------------------------- */
+
+bool sm_mheap_extend(struct sm_mheap *h, struct sm_mspan *s, size_t npages)
+{
+    SM_DEBUG_ASSERT(s->state == SM_SPAN_LARGE && npages > s->npages);
+    size_t more = npages - s->npages;
+    uintptr_t after = s->base + PAGE_BYTES(s->npages);
+    sm_mheap_lock(h);
+    if (sm_pagemap_kind(after) != SM_PAGE_FREE) {
+        sm_mheap_unlock(h);
+        return false;
+    }
+    struct sm_mspan *n = sm_pagemap_span(after);
+    if (n->state != SM_SPAN_FREE || n->base != after || n->npages < more) {
+        sm_mheap_unlock(h);
+        return false;
+    }
+    free_remove(h, n);
+    uint32_t run_nreleased = n->nreleased;
+    size_t run_npages = n->npages;
+    if (!carve(h, n, more, 0)) {
+        free_insert(h, n);
+        sm_mheap_unlock(h);
+        return false;
+    }
+    size_t released = run_released(run_nreleased, run_npages, after, more);
+    if (released) {
+        sm_pagemap_mark_released(after, more, false);
+        h->st.pages_released -= released;
+    }
+    h->st.pages_free -= more;
+    h->st.pages_inuse += more;
+    h->st.large_bytes_alloc += PAGE_BYTES(more);
+    (void)sm_pagemap_take_needzero(after, more);
+    sm_pagemap_set_spans(after, more, s);
+    sm_pagemap_set_kind(after, more, SM_PAGE_LARGE);
+    s->npages = npages;
+    span_dispose(h, n);
+    sm_mheap_unlock(h);
+    return true;
+}
+
+bool sm_mheap_shrink(struct sm_mheap *h, struct sm_mspan *s, size_t npages)
+{
+    SM_DEBUG_ASSERT(s->state == SM_SPAN_LARGE && npages > 0 && npages < s->npages);
+    uint64_t now = sm_nanotime_coarse();
+    size_t less = s->npages - npages;
+    sm_mheap_lock(h);
+    struct sm_mspan *t = span_new(h);
+    if (t == NULL) {
+        sm_mheap_unlock(h);
+        return false;
+    }
+    t->base = s->base + PAGE_BYTES(npages);
+    t->npages = less;
+    t->state = SM_SPAN_FREE;
+    t->nreleased = 0;
+    t->idle_since = now;
+    sm_pagemap_set_kind(t->base, less, SM_PAGE_FREE);
+    h->st.pages_inuse -= less;
+    h->st.pages_free += less;
+    h->st.large_bytes_free += PAGE_BYTES(less);
+    s->npages = npages;
+    if (s->needzero > npages)
+        s->needzero = npages;
+    free_join_insert(h, t);
+    sm_mheap_unlock(h);
+    return true;
+}
+
 /* ---- giving pages back --------------------------------------------------- */
 
 /* The oldest free run with resident pages, idle since before idle_before
