@@ -117,8 +117,16 @@ SM_HIDDEN bool sm_pagemap_add_region(uintptr_t base, size_t size, uint64_t *meta
 SM_HIDDEN void sm_pagemap_set_kind(uintptr_t base, size_t npages, uint8_t kind);
 SM_HIDDEN void sm_pagemap_set_spans(uintptr_t base, size_t npages, struct sm_mspan *s);
 SM_HIDDEN void sm_pagemap_set_span(uintptr_t addr, struct sm_mspan *s);
-SM_HIDDEN struct sm_mspan *sm_pagemap_span(uintptr_t addr);
-SM_HIDDEN uint8_t sm_pagemap_kind(uintptr_t addr);
+SM_INLINE struct sm_mspan *sm_pagemap_span(uintptr_t addr)
+{
+    struct sm_heap_arena *ar = sm_pagemap_arena(addr);
+    return ar ? ar->spans[sm_pagemap_index(addr)] : NULL;
+}
+SM_INLINE uint8_t sm_pagemap_kind(uintptr_t addr)
+{
+    struct sm_heap_arena *ar = sm_pagemap_arena(addr);
+    return ar ? ar->pagekind[sm_pagemap_index(addr)] : SM_PAGE_NONE;
+}
 /* Released-page bitmap: count the set bits in a range, set or clear them. */
 SM_HIDDEN size_t sm_pagemap_count_released(uintptr_t base, size_t npages);
 SM_HIDDEN void sm_pagemap_mark_released(uintptr_t base, size_t npages, bool released);

@@ -6,9 +6,18 @@
  * and whose bounds are zero, so both fast paths fail their one test and come
  * here, where the thread's real cache is made (mimalloc's _mi_heap_empty,
  * Go's emptymspan).  Refills take a batch from mcentral; a free that finds
- * its list at the bound first gives a batch back.  Batch sizes follow
+ * its list at the bound first gives the whole list back.  Batch sizes follow
  * tcmalloc: about 32 KiB of objects, at least 2 and at most 64; a list holds
  * at most two batches, so a thread caches at most ~64 KiB per class.
+ *
+ * Why the whole list and not half (tcmalloc and jemalloc keep part): to cut
+ * a list, the cut must be found by following the links, one dependent load
+ * per object; mcentral then follows them again.  Handing over the whole list
+ * leaves mcentral's walk as the only one, and it overlaps the loads with its
+ * work on each object's span.  A program that frees 9 MiB of objects in a
+ * random order spent 19% of its time in that walk (bench/README.md,
+ * BatchRandom_65536; doc/performance.md).  The price is at most twice the
+ * transfers for a thread that cycles just across the bound.
  *
  * Stats counters live in the cache and are only ever written by its thread;
  * readers sum them under sm_mcache_lock, which also guards the registry of
@@ -144,18 +153,15 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
     return p;
 }
 
-/* Give the first n objects of a class list back to mcentral. */
-static void drain(struct sm_cacheclass *cc, uint32_t cls, uint32_t n)
+/* Give a class list back to mcentral, all of it. */
+static void drain(struct sm_cacheclass *cc, uint32_t cls)
 {
-    if (n > cc->count)
-        n = cc->count;
-    if (n == 0)
+    if (cc->count == 0)
         return;
-    void *head = cc->head, *last = head;
-    for (uint32_t i = 1; i < n; i++)
-        last = *(void **)last;
-    cc->head = *(void **)last;
-    cc->count -= n;
+    void *head = cc->head;
+    uint32_t n = cc->count;
+    cc->head = NULL;
+    cc->count = 0;
     sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
 }
 
@@ -201,7 +207,7 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         sm_mcache_flush(c);
     }
     if (cc->count >= cc->bound)
-        drain(cc, cls, sm_class_batch[cls]);
+        drain(cc, cls);
     *(void **)p = cc->head;
     cc->head = p;
     cc->count++;
@@ -211,7 +217,7 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
 void sm_mcache_flush(struct sm_mcache *c)
 {
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
-        drain(&c->c[cls], cls, c->c[cls].count);
+        drain(&c->c[cls], cls);
     sm_largecache_flush(c);
 }
 

@@ -377,7 +377,6 @@ void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
     s->state = SM_SPAN_FREE;
     s->list = SM_LIST_NONE;
     s->sizeclass = 0;
-    s->freelist = NULL;
     s->specials = NULL;
     s->nreleased = 0;
     s->idle_since = now;

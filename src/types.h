@@ -71,14 +71,17 @@ enum sm_span_list { SM_LIST_NONE = 0, SM_LIST_PARTIAL, SM_LIST_FULL };
 
 struct sm_special;
 
+/* The most objects a small span holds (8192 / 16), one bit each. */
+#define SM_SPAN_MAX_OBJS 512
+#define SM_SPAN_BITMAP_WORDS (SM_SPAN_MAX_OBJS / 64)
+
 struct sm_mspan {
     struct sm_mspan *next;     /* list links: mcentral or heap free list */
     struct sm_mspan *prev;
     uintptr_t base;            /* first byte */
     size_t npages;
-    void *freelist;            /* small: objects returned to this span */
-    uint32_t nfree;            /* small: free objects (freelist + uncarved) */
-    uint32_t ncarved;          /* small: objects ever handed out (bump) */
+    uint32_t nfree;            /* small: free objects (bits set in freebits) */
+    uint32_t freeword;         /* small: freebits[0 .. freeword-1] are zero */
     uint32_t elemsize;         /* small: class size; large: 0 */
     uint8_t sizeclass;         /* small: class; else 0 */
     uint8_t state;             /* enum sm_span_state */
@@ -90,6 +93,9 @@ struct sm_mspan {
     size_t reqsize;            /* large: requested bytes (for the profiler) */
     size_t needzero;           /* pages from base that may hold old data;
                                   the rest are fresh from the OS: zero */
+    uint64_t freebits[SM_SPAN_BITMAP_WORDS];  /* small: bit i set: object i
+                                                 is free in the span (in no
+                                                 cache, not live) */
 };
 
 struct sm_spanlist {
