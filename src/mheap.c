@@ -34,6 +34,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "spanmalloc.h"
@@ -485,10 +486,21 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
     size_t min_pages = why == SM_SCAV_EXPLICIT ? 1 : (64 * 1024) >> SM_PAGE_SHIFT;
     size_t done = 0;
     sm_mheap_lock(h);
-    while (done < max_bytes) {
-        struct sm_mspan *s = oldest_dirty(h, idle_before_ns, min_pages);
-        if (s == NULL)
-            break;
+    for (;;) {
+        struct sm_mspan *s = done < max_bytes ? oldest_dirty(h, idle_before_ns, min_pages) : NULL;
+        if (s == NULL) {
+            /* An explicit release returns only when every idle page is
+             * released: runs another thread (the scavenger) has out for
+             * madvise are waited for, and what they kept resident goes
+             * next time round. */
+            if (why != SM_SCAV_EXPLICIT || done >= max_bytes || h->scavenging.first == NULL)
+                break;
+            sm_mheap_unlock(h);
+            struct timespec ts = {0, 50 * 1000};
+            nanosleep(&ts, NULL);
+            sm_mheap_lock(h);
+            continue;
+        }
         free_remove(h, s);
         s->state = SM_SPAN_SCAVENGING;
         list_push_front(&h->scavenging, s);

@@ -1,15 +1,18 @@
 /*
  * test_mheap.c - the page heap on its own: allocate, free, join, grow,
  * best fit, alignment, released-page accounting, zeroing, and resizing a
- * large span in place (extend over the free pages after it, shrink).  Each test builds
+ * large span in place (extend over the free pages after it, shrink), and an
+ * explicit release that waits for the runs another thread is releasing.  Each test builds
  * its own heap, so the process heap (which cmocka itself uses, through our
  * malloc) is not disturbed.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "internal.h"
@@ -311,6 +314,48 @@ static void test_extend_over_dirty_and_released(void **state)
     assert_int_equal(h->st.pages_inuse, 0);
 }
 
+struct scav_arg {
+    struct sm_mheap *h;
+    size_t got;
+};
+
+static void *background_scavenge(void *arg)
+{
+    struct scav_arg *a = arg;
+    a->got = sm_mheap_scavenge(a->h, SIZE_MAX, 0, SM_SCAV_BACKGROUND);
+    return NULL;
+}
+
+static void test_explicit_waits_for_scavenger(void **state)
+{
+    struct sm_mheap *h = *state;
+    int saved = sm_opts.release;
+    sm_opts.release = SM_RELEASE_DONTNEED;
+    /* 32 MiB: not a whole 64 MiB reservation, whose end could touch
+     * another heap's memory in the shared page map. */
+    size_t n = (32u << 20) >> SM_PAGE_SHIFT;
+    for (int round = 0; round < 4; round++) {
+        struct sm_mspan *s = sm_mheap_alloc(h, n, 0, SM_PAGE_LARGE);
+        assert_non_null(s);
+        memset((void *)s->base, 1, PB(n));
+        sm_mheap_free(h, s);
+        /* Another thread starts releasing the 32 MiB run (madvise takes
+         * milliseconds); an explicit release meanwhile must not return
+         * before that run is released too. */
+        struct scav_arg a = {h, 0};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, background_scavenge, &a), 0);
+        struct timespec ts = {0, 500 * 1000};
+        nanosleep(&ts, NULL);
+        sm_mheap_scavenge(h, SIZE_MAX, 0, SM_SCAV_EXPLICIT);
+        assert_int_equal(h->st.pages_released, h->st.pages_free);
+        assert_null(h->scavenging.first);
+        pthread_join(t, NULL);
+        sm_mheap_check(h);
+    }
+    sm_opts.release = saved;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +369,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_small_span, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extend_in_place, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extend_over_dirty_and_released, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_explicit_waits_for_scavenger, setup, teardown),
     };
     sm_init();
     return cmocka_run_group_tests_name("mheap", tests, NULL, NULL);
