@@ -187,10 +187,16 @@ SM_HIDDEN void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap 
 SM_HIDDEN extern struct sm_mcache sm_mcache_empty;
 SM_HIDDEN extern __thread struct sm_mcache *sm_tls_mcache __attribute__((tls_model("initial-exec")));
 SM_HIDDEN extern uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
+/* Byte offset in struct sm_mcache of the list for a request of n <=
+ * SM_SMALL_SIZE_MAX bytes, indexed by (n + 15) / 16: sm_size_to_class16
+ * shifted, filled in by sm_mcache_init_classes.  Until then it is zero,
+ * the list of no class, which is empty in every cache. */
+SM_HIDDEN extern uint16_t sm_size_to_list16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1];
 SM_HIDDEN extern pthread_mutex_t sm_mcache_lock;   /* registry and dead stats */
 SM_HIDDEN void sm_mcache_init_classes(void);
 SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls, size_t size);
-SM_HIDDEN void sm_mcache_free_slow(void *p, uint8_t kind);
+/* free(p) when the fast path cannot: looks p's page kind up itself. */
+SM_HIDDEN void sm_mcache_free_slow(void *p);
 SM_HIDDEN void sm_mcache_flush(struct sm_mcache *c);
 SM_HIDDEN void sm_mcache_thread_exit(void *arg);
 
@@ -274,23 +280,37 @@ SM_HIDDEN void sm_mprof_fork_child(void);
 
 /* ---- the fast paths ----------------------------------------------------- */
 
-/* Pop an object of class cls from this thread's cache.  One test: the list
- * is empty (a new thread's cache is the static empty one, so this also
- * covers "not initialised"), or the profiler's countdown ran out. */
-SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
+/* Pop an object from this thread's list at byte offset off of its cache
+ * (the list of class off >> SM_CACHECLASS_SHIFT).  One test: the list is
+ * empty (a new thread's cache is the static empty one, so this also covers
+ * "not initialised"), or the profiler's countdown ran out. */
+SM_INLINE void *sm_alloc_list(size_t off, size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;
-    struct sm_cacheclass *cc = &c->c[cls];
-    void *p = cc->head;
+    struct sm_cacheclass *cc = (struct sm_cacheclass *)((char *)c + off);
     /* The countdown goes by requested bytes (one register, no load). */
     intptr_t left = c->sample_left - (intptr_t)size;
-    if (sm_unlikely(p == NULL || left < 0))
-        return sm_mcache_alloc_slow(cls, size);
+    void *p = cc->head;
+    if (sm_unlikely(left < 0 || p == NULL))
+        return sm_mcache_alloc_slow((uint32_t)(off >> SM_CACHECLASS_SHIFT), size);
     cc->head = *(void **)p;
     cc->count--;
     c->sample_left = left;
     SM_COUNTER_ADD(cc->nmalloc, 1);
     return p;
+}
+
+SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
+{
+    return sm_alloc_list((size_t)cls << SM_CACHECLASS_SHIFT, size);
+}
+
+/* malloc(size) for size <= SM_SMALL_SIZE_MAX: one table load gives the
+ * list, with no class number to scale. */
+SM_INLINE void *sm_alloc_small16(size_t size)
+{
+    return sm_alloc_list(sm_size_to_list16[(size + SM_SMALL_SIZE_DIV - 1) / SM_SMALL_SIZE_DIV],
+                         size);
 }
 
 /* Push a freed object onto this thread's cache.  Pointers the cache cannot
@@ -299,23 +319,28 @@ SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
 SM_INLINE void sm_free_fast(void *p)
 {
     uintptr_t a = (uintptr_t)p;
-    struct sm_heap_arena *ar = sm_pagemap_arena(a);
-    if (sm_likely(ar != NULL)) {
-        uint8_t kind = ar->pagekind[sm_pagemap_index(a)];
-        if (sm_likely((uint8_t)(kind - 1) < SM_NUM_SIZE_CLASSES - 1)) {
-            struct sm_cacheclass *cc = &sm_tls_mcache->c[kind];
-            if (sm_likely(cc->count < cc->bound)) {
-                *(void **)p = cc->head;
-                cc->head = p;
-                cc->count++;
-                SM_COUNTER_ADD(cc->nfree, 1);
-                return;
+    uintptr_t ai = a >> SM_ARENA_SHIFT;
+    if (sm_likely(ai < SM_ARENA_INDEX_LEN)) {
+        struct sm_heap_arena *ar = sm_arenas[ai];
+        if (sm_likely(ar != NULL)) {
+            /* The kind, shifted to the byte offset of its list: one
+             * register serves the class test and the address (the slow
+             * path looks the kind up again). */
+            size_t off = (size_t)ar->pagekind[sm_pagemap_index(a)] << SM_CACHECLASS_SHIFT;
+            if (sm_likely(off - ((size_t)1 << SM_CACHECLASS_SHIFT) <
+                          ((size_t)SM_NUM_SIZE_CLASSES - 1) << SM_CACHECLASS_SHIFT)) {
+                struct sm_cacheclass *cc = (struct sm_cacheclass *)((char *)sm_tls_mcache + off);
+                if (sm_likely(cc->count < cc->bound)) {
+                    *(void **)p = cc->head;
+                    cc->head = p;
+                    cc->count++;
+                    SM_COUNTER_ADD(cc->nfree, 1);
+                    return;
+                }
             }
         }
-        sm_mcache_free_slow(p, kind);
-        return;
     }
-    sm_mcache_free_slow(p, SM_PAGE_NONE);
+    sm_mcache_free_slow(p);
 }
 
 #endif

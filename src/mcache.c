@@ -41,6 +41,7 @@ SM_HIDDEN __thread struct sm_mcache *sm_tls_mcache
 static __thread uint8_t tls_state __attribute__((tls_model("initial-exec")));
 
 SM_HIDDEN uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
+SM_HIDDEN uint16_t sm_size_to_list16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1];
 SM_HIDDEN pthread_mutex_t sm_mcache_lock = PTHREAD_MUTEX_INITIALIZER;
 SM_HIDDEN struct sm_dead_stats sm_dead;
 SM_HIDDEN struct sm_mcache *sm_mcache_all;
@@ -55,6 +56,8 @@ void sm_mcache_init_classes(void)
         uint32_t b = 32768 / sm_class_to_size[cls];
         sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
     }
+    for (size_t i = 0; i < sizeof sm_size_to_list16 / sizeof sm_size_to_list16[0]; i++)
+        sm_size_to_list16[i] = (uint16_t)(sm_size_to_class16[i] << SM_CACHECLASS_SHIFT);
     sm_fixalloc_init(&sm_mcache_alloc, sizeof(struct sm_mcache));
     sm_mcache_empty.sample_left = 0;
     cache_key_ok = pthread_key_create(&cache_key, sm_mcache_thread_exit) == 0;
@@ -117,6 +120,8 @@ static void free_uncached(void *p, uint32_t cls)
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;
+    if (cls == 0)   /* before sm_size_to_list16 was filled in */
+        cls = sm_size_to_class(size);
     if (c == &sm_mcache_empty) {
         c = cache_create();
         if (c == NULL)
@@ -165,10 +170,11 @@ static void drain(struct sm_cacheclass *cc, uint32_t cls)
     sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
 }
 
-void sm_mcache_free_slow(void *p, uint8_t kind)
+void sm_mcache_free_slow(void *p)
 {
     if (p == NULL)
         return;
+    uint8_t kind = sm_pagemap_kind((uintptr_t)p);
     switch (kind) {
     case SM_PAGE_NONE:
         sm_bad_pointer("free", "invalid pointer", p);

@@ -192,9 +192,15 @@ struct sm_largecache {
     uint64_t bytes_alloc, bytes_free;           /* stats: their span bytes */
 };
 
+/* The lists come first, so the list of class cls is at byte offset
+ * cls << SM_CACHECLASS_SHIFT (c[0] is no class: its list stays empty). */
+#define SM_CACHECLASS_SHIFT 5
+_Static_assert(sizeof(struct sm_cacheclass) == (1u << SM_CACHECLASS_SHIFT),
+               "the fast paths index the lists by shifting");
+
 struct sm_mcache {
-    intptr_t sample_left;      /* bytes until the next profile sample */
     struct sm_cacheclass c[SM_NUM_SIZE_CLASSES];
+    intptr_t sample_left;      /* bytes until the next profile sample */
     struct sm_mcache *all_next, *all_prev;  /* registry, for stats */
     uint64_t flush_gen;        /* sm_free_os_memory generation seen */
     uint64_t rng;              /* profiler's random state */
