@@ -6,16 +6,26 @@
  * and whose bounds are zero, so both fast paths fail their one test and come
  * here, where the thread's real cache is made (mimalloc's _mi_heap_empty,
  * Go's emptymspan).  Refills take a batch from mcentral; a free that finds
- * its list at the bound first gives a batch back.  Batch sizes follow
+ * its list at the bound first gives the whole list back.  Batch sizes follow
  * tcmalloc: about 32 KiB of objects, at least 2 and at most 64; a list holds
  * at most two batches, so a thread caches at most ~64 KiB per class.
+ *
+ * Why the whole list and not half (tcmalloc and jemalloc keep part): to cut
+ * a list, the cut must be found by following the links, one dependent load
+ * per object; mcentral then follows them again.  Handing over the whole list
+ * leaves mcentral's walk as the only one, and it overlaps the loads with its
+ * work on each object's span.  A program that frees 9 MiB of objects in a
+ * random order spent 19% of its time in that walk (bench/README.md,
+ * BatchRandom_65536; doc/performance.md).  The price is at most twice the
+ * transfers for a thread that cycles just across the bound.
  *
  * Stats counters live in the cache and are only ever written by its thread;
  * readers sum them under sm_mcache_lock, which also guards the registry of
  * caches, the cache fixalloc and sm_dead (counts of exited threads).
  *
  * A thread's cache goes back when the thread exits (a pthread key
- * destructor): its objects to mcentral, its counts to sm_dead.  Frees and
+ * destructor): its objects to mcentral, its large spans (largecache.c) to
+ * mheap, its counts to sm_dead.  Frees and
  * mallocs that come after that (later destructors, libc's own cleanup) go
  * straight to mcentral.
  */
@@ -31,6 +41,7 @@ SM_HIDDEN __thread struct sm_mcache *sm_tls_mcache
 static __thread uint8_t tls_state __attribute__((tls_model("initial-exec")));
 
 SM_HIDDEN uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
+SM_HIDDEN uint16_t sm_size_to_list16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1];
 SM_HIDDEN pthread_mutex_t sm_mcache_lock = PTHREAD_MUTEX_INITIALIZER;
 SM_HIDDEN struct sm_dead_stats sm_dead;
 SM_HIDDEN struct sm_mcache *sm_mcache_all;
@@ -45,6 +56,8 @@ void sm_mcache_init_classes(void)
         uint32_t b = 32768 / sm_class_to_size[cls];
         sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
     }
+    for (size_t i = 0; i < sizeof sm_size_to_list16 / sizeof sm_size_to_list16[0]; i++)
+        sm_size_to_list16[i] = (uint16_t)(sm_size_to_class16[i] << SM_CACHECLASS_SHIFT);
     sm_fixalloc_init(&sm_mcache_alloc, sizeof(struct sm_mcache));
     sm_mcache_empty.sample_left = 0;
     cache_key_ok = pthread_key_create(&cache_key, sm_mcache_thread_exit) == 0;
@@ -107,6 +120,8 @@ static void free_uncached(void *p, uint32_t cls)
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;
+    if (cls == 0)   /* before sm_size_to_list16 was filled in */
+        cls = sm_size_to_class(size);
     if (c == &sm_mcache_empty) {
         c = cache_create();
         if (c == NULL)
@@ -143,25 +158,23 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
     return p;
 }
 
-/* Give the first n objects of a class list back to mcentral. */
-static void drain(struct sm_cacheclass *cc, uint32_t cls, uint32_t n)
+/* Give a class list back to mcentral, all of it. */
+static void drain(struct sm_cacheclass *cc, uint32_t cls)
 {
-    if (n > cc->count)
-        n = cc->count;
-    if (n == 0)
+    if (cc->count == 0)
         return;
-    void *head = cc->head, *last = head;
-    for (uint32_t i = 1; i < n; i++)
-        last = *(void **)last;
-    cc->head = *(void **)last;
-    cc->count -= n;
+    void *head = cc->head;
+    uint32_t n = cc->count;
+    cc->head = NULL;
+    cc->count = 0;
     sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
 }
 
-void sm_mcache_free_slow(void *p, uint8_t kind)
+void sm_mcache_free_slow(void *p)
 {
     if (p == NULL)
         return;
+    uint8_t kind = sm_pagemap_kind((uintptr_t)p);
     switch (kind) {
     case SM_PAGE_NONE:
         sm_bad_pointer("free", "invalid pointer", p);
@@ -171,6 +184,8 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         if (s->base != (uintptr_t)p)
             sm_bad_pointer("free", "invalid pointer", p);
+        if (s->state != SM_SPAN_LARGE)
+            sm_bad_pointer("free", "double free of", p);
         if (s->specials)
             sm_mprof_record_free(p, s);
         sm_large_free(s);
@@ -198,7 +213,7 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         sm_mcache_flush(c);
     }
     if (cc->count >= cc->bound)
-        drain(cc, cls, sm_class_batch[cls]);
+        drain(cc, cls);
     *(void **)p = cc->head;
     cc->head = p;
     cc->count++;
@@ -208,7 +223,8 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
 void sm_mcache_flush(struct sm_mcache *c)
 {
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
-        drain(&c->c[cls], cls, c->c[cls].count);
+        drain(&c->c[cls], cls);
+    sm_largecache_flush(c);
 }
 
 void sm_mcache_thread_exit(void *arg)
@@ -224,6 +240,10 @@ void sm_mcache_thread_exit(void *arg)
         sm_dead.nmalloc[cls] += c->c[cls].nmalloc;
         sm_dead.nfree[cls] += c->c[cls].nfree;
     }
+    sm_dead.large_nmalloc += c->large.nmalloc;
+    sm_dead.large_nfree += c->large.nfree;
+    sm_dead.large_bytes_alloc += c->large.bytes_alloc;
+    sm_dead.large_bytes_free += c->large.bytes_free;
     if (c->all_prev)
         c->all_prev->all_next = c->all_next;
     else
