@@ -18,8 +18,8 @@
  *
  * What.  sm_mprof_record_alloc runs on the slow path after the object is
  * allocated, with no allocator lock held.  It captures the stack
- * (stack.c: libgcc's DWARF unwinder, so programs without frame pointers
- * unwind), leaves out our own frames (its own and the slow path's, always
+ * (stack.c: the DWARF call frame information, through cached rules, so
+ * programs without frame pointers unwind), leaves out our own frames (its own and the slow path's, always
  * ours, then any whose address is in this library's text, then C++'s
  * operator new, so the leaf is the function that allocated), and charges
  * the bucket of that stack and size.  The size must be what the countdown
@@ -36,7 +36,14 @@
  * sm_mprof_record_free; the bit is cleared when the span's last special
  * goes.  A large span is always freed on the slow path, which checks
  * s->specials.  A free walks its span's short list, not a hash table, and
- * only frees in marked spans pay even that.
+ * only frees in marked spans pay even that.  Most frees in a marked span
+ * are of objects that were not sampled (a span of 4 KiB objects holds 8 of
+ * them; of 16 B objects, 512), so the span also keeps s->sampled, a bit
+ * per object index mod 64, set under the stripe lock before the sampled
+ * object is handed out and recomputed from the list when a special goes:
+ * a free whose bit is clear returns at once, with no lock.  That is safe
+ * without one because the bit of a live sampled object stays set, and the
+ * thread freeing it got the object after the bit was set.
  *
  * Locks, in order:
  *   stripes[i]  the specials lists of the spans that hash to i (a span has
@@ -308,6 +315,24 @@ static void span_set_slow(struct sm_mspan *s, bool slow)
     sm_mheap_unlock(&sm_heap);
 }
 
+/* sp's bit in s->sampled: the object's index mod 64 (a large span has one
+ * object). */
+static uint64_t special_bit(const struct sm_mspan *s, uintptr_t a)
+{
+    if (s->state != SM_SPAN_SMALL)
+        return 1;
+    return (uint64_t)1 << (sm_mspan_objindex(s, a) & 63);
+}
+
+/* Recompute s->sampled from its list (the span's stripe lock). */
+static void span_sampled_update(struct sm_mspan *s)
+{
+    uint64_t m = 0;
+    for (struct sm_special *sp = s->specials; sp != NULL; sp = sp->next)
+        m |= special_bit(s, sp->addr);
+    __atomic_store_n(&s->sampled, m, __ATOMIC_RELAXED);
+}
+
 /* Put sp on its span's list.  A special already there for the same address
  * (its free went unseen) is taken off and returned, to be counted freed. */
 static struct sm_special *span_add_special(struct sm_mspan *s, struct sm_special *sp)
@@ -325,6 +350,9 @@ static struct sm_special *span_add_special(struct sm_mspan *s, struct sm_special
     }
     sp->next = *pp;
     *pp = sp;
+    /* Set before the object is handed out: whoever frees it got it after
+     * this store, through the program's own synchronisation. */
+    __atomic_store_n(&s->sampled, s->sampled | special_bit(s, sp->addr), __ATOMIC_RELAXED);
     if (first && s->state == SM_SPAN_SMALL)
         span_set_slow(s, true);
     pthread_mutex_unlock(&st->lock);
@@ -342,6 +370,7 @@ static struct sm_special *span_take_special(struct sm_mspan *s, uintptr_t a)
     if (*pp != NULL && (*pp)->addr == a) {
         sp = *pp;
         *pp = sp->next;
+        span_sampled_update(s);
         if (s->specials == NULL && s->state == SM_SPAN_SMALL)
             span_set_slow(s, false);
     }
@@ -487,6 +516,10 @@ void sm_mprof_record_free(void *p, struct sm_mspan *s)
 {
     if (s == NULL)
         return;
+    /* Most frees in a marked span are of objects that were not sampled:
+     * their bit is clear, and they take no lock. */
+    if ((__atomic_load_n(&s->sampled, __ATOMIC_RELAXED) & special_bit(s, (uintptr_t)p)) == 0)
+        return;
     struct sm_special *sp = span_take_special(s, (uintptr_t)p);
     if (sp == NULL)
         return;
@@ -497,7 +530,7 @@ void sm_mprof_record_free(void *p, struct sm_mspan *s)
 
 uint64_t sm_mprof_sys(void)
 {
-    return __atomic_load_n(&prof_sys, __ATOMIC_RELAXED);
+    return __atomic_load_n(&prof_sys, __ATOMIC_RELAXED) + sm_stack_sys();
 }
 
 /* ---- writing --------------------------------------------------------------- */
