@@ -108,7 +108,7 @@
 
 /* ---- counters ---------------------------------------------------------- */
 
-static uint64_t n_fast, n_fallback, n_miss, n_flush;
+static uint64_t n_fast, n_fallback, n_miss, n_check, n_flush;
 
 static uint64_t count(uint64_t *c)
 {
@@ -120,6 +120,7 @@ void sm_stack_counters(struct sm_stack_counters *out)
     out->fast = __atomic_load_n(&n_fast, __ATOMIC_RELAXED);
     out->fallback = __atomic_load_n(&n_fallback, __ATOMIC_RELAXED);
     out->rule_misses = __atomic_load_n(&n_miss, __ATOMIC_RELAXED);
+    out->unload_checks = __atomic_load_n(&n_check, __ATOMIC_RELAXED);
     out->flushes = __atomic_load_n(&n_flush, __ATOMIC_RELAXED);
 }
 
@@ -595,7 +596,8 @@ static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
  * or another's, never a mix:
  *   bits 0-1   kind (0: empty)
  *   bit  2     CFA from rbp
- *   bits 3-19  CFA offset / 8
+ *   bit  3     the address is in an object loaded at start-up
+ *   bits 4-19  CFA offset / 8
  *   bits 20-28 rbp save offset / 8
  *   bits 29-63 tag: the address >> 12
  * The set index mixes the address's low 12 bits with a hash of the tag, so
@@ -605,11 +607,24 @@ static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
 #define NSLOTS (2 * NSETS)
 #define TAG_SHIFT 29
 #define CACHEABLE_BITS 47
+#define W_FROM_RBP ((uint64_t)1 << 2)
+#define W_BOOT ((uint64_t)1 << 3)
+#define W_CFA_SHIFT 4
+#define W_CFA_BITS 16
+#define W_RBP_SHIFT 20
+#define W_RBP_BITS 9
+/* Code of the objects loaded at start-up, which are never unloaded. */
+#define BOOT_MAX 64
 
 static uint64_t *rule_cache;         /* NSLOTS words from the OS layer */
 static uint64_t cache_subs;          /* dlpi_subs the cache is valid for */
 static uintptr_t stack_span;         /* deepest stack we walk, bytes */
 static int init_state;               /* 0, 1 in progress, 2 done */
+static struct {
+    uintptr_t lo, hi;
+} boot_text[BOOT_MAX];               /* written once, before nboot */
+static int nboot;                    /* entries of boot_text (atomic) */
+static int boot_state;               /* 0, 1 in progress, 2 done */
 
 static uint64_t *set_of(uintptr_t a)
 {
@@ -618,20 +633,28 @@ static uint64_t *set_of(uintptr_t a)
     return &rule_cache[2 * set];
 }
 
-static bool rule_pack(uintptr_t a, const struct sm_frame_rule *r, uint64_t *w)
+static bool rule_pack(uintptr_t a, const struct sm_frame_rule *r, bool boot, uint64_t *w)
 {
     if ((a >> CACHEABLE_BITS) != 0)
         return false;
-    if (r->kind != SM_FRAME_SIMPLE) {
-        *w = ((uint64_t)(a >> 12) << TAG_SHIFT) | r->kind;
+    *w = ((uint64_t)(a >> 12) << TAG_SHIFT) | (boot ? W_BOOT : 0) | r->kind;
+    if (r->kind != SM_FRAME_SIMPLE)
         return true;
-    }
-    if ((r->cfa_off & 7) || (r->cfa_off >> 3) >= (1u << 17) ||
-        (r->rbp_at & 7) || (r->rbp_at >> 3) >= (1u << 9))
+    if ((r->cfa_off & 7) || (r->cfa_off >> 3) >= (1u << W_CFA_BITS) ||
+        (r->rbp_at & 7) || (r->rbp_at >> 3) >= (1u << W_RBP_BITS))
         return false;
-    *w = ((uint64_t)(a >> 12) << TAG_SHIFT) | ((uint64_t)(r->rbp_at >> 3) << 20) |
-         ((uint64_t)(r->cfa_off >> 3) << 3) | ((uint64_t)r->cfa_rbp << 2) | r->kind;
+    *w |= ((uint64_t)(r->rbp_at >> 3) << W_RBP_SHIFT) | ((uint64_t)(r->cfa_off >> 3) << W_CFA_SHIFT) |
+          (r->cfa_rbp ? W_FROM_RBP : 0);
     return true;
+}
+
+static bool in_boot_object(uintptr_t a)
+{
+    int n = __atomic_load_n(&nboot, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n; i++)
+        if (a >= boot_text[i].lo && a < boot_text[i].hi)
+            return true;
+    return false;
 }
 
 /* Is a inside a loaded object (not code registered at run time, whose
@@ -660,22 +683,25 @@ static inline uint64_t cache_lookup(const uint64_t *set, uintptr_t a)
     return 0;
 }
 
-/* Not in the cache: compute the rule and cache it if it fits. */
-static SM_STACK_NOINLINE void rule_miss(uintptr_t a, uint64_t *set, struct sm_frame_rule *r)
+/* Not in the cache: compute the rule and cache it if it fits.  Returns
+ * whether a is in an object loaded at start-up. */
+static SM_STACK_NOINLINE bool rule_miss(uintptr_t a, uint64_t *set, struct sm_frame_rule *r)
 {
     uint64_t misses = count(&n_miss);
     if (!compute_rule(a, r)) {
         r->kind = SM_FRAME_COMPLEX;   /* no FDE: JIT code without registration, or garbage */
-        return;
+        return false;
     }
+    bool boot = in_boot_object(a);
     uint64_t w;
-    if (rule_pack(a, r, &w) && in_loaded_object(a)) {
+    if (rule_pack(a, r, boot, &w) && (boot || in_loaded_object(a))) {
         /* An empty way, else either, by the miss count's low bit. */
         uint64_t w0 = __atomic_load_n(&set[0], __ATOMIC_RELAXED);
         uint64_t w1 = __atomic_load_n(&set[1], __ATOMIC_RELAXED);
         int way = w0 == 0 ? 0 : w1 == 0 ? 1 : (int)(misses & 1);
         __atomic_store_n(&set[way], w, __ATOMIC_RELAXED);
     }
+    return boot;
 }
 
 int sm_stack_rule(uintptr_t pc, struct sm_frame_rule *r)
@@ -686,7 +712,7 @@ int sm_stack_rule(uintptr_t pc, struct sm_frame_rule *r)
 void sm_stack_cache_set(uintptr_t pc, const struct sm_frame_rule *r)
 {
     uint64_t w;
-    if (rule_cache == NULL || !rule_pack(pc, r, &w))
+    if (rule_cache == NULL || !rule_pack(pc, r, in_boot_object(pc), &w))
         return;
     uint64_t *set = set_of(pc);
     uint64_t w1 = __atomic_load_n(&set[1], __ATOMIC_RELAXED);
@@ -694,7 +720,11 @@ void sm_stack_cache_set(uintptr_t pc, const struct sm_frame_rule *r)
     __atomic_store_n(&set[way], w, __ATOMIC_RELAXED);
 }
 
-/* ---- invalidation: dlclose may put other code at a cached address ----------- */
+/* ---- invalidation: dlclose may put other code at a cached address -----------
+ * Only code loaded later can be unloaded, so a walk through nothing else
+ * (most walks, in most programs) needs no check.  One that used a rule
+ * for such code checks after the walk, and if anything was unloaded since
+ * the cache was last emptied, empties it and lets libgcc walk instead. */
 
 static int subs_cb(struct dl_phdr_info *info, size_t size, void *arg)
 {
@@ -703,16 +733,46 @@ static int subs_cb(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
-static void check_unloads(void)
+/* True if the cache was emptied: something was unloaded. */
+static bool check_unloads(void)
 {
     uint64_t subs = 0;
+    count(&n_check);
     dl_iterate_phdr(subs_cb, &subs);
     if (subs == __atomic_load_n(&cache_subs, __ATOMIC_ACQUIRE))
-        return;
+        return false;
     for (size_t i = 0; i < NSLOTS; i++)
         __atomic_store_n(&rule_cache[i], 0, __ATOMIC_RELAXED);
     __atomic_store_n(&cache_subs, subs, __ATOMIC_RELEASE);
     count(&n_flush);
+    return true;
+}
+
+static int boot_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    int *n = arg;
+    for (int i = 0; i < info->dlpi_phnum && *n < BOOT_MAX; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            boot_text[*n].lo = info->dlpi_addr + ph->p_vaddr;
+            boot_text[*n].hi = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+            (*n)++;
+        }
+    }
+    return 0;
+}
+
+void sm_stack_boot(void)
+{
+    int expected = 0;
+    if (!__atomic_compare_exchange_n(&boot_state, &expected, 1, false,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;
+    int n = 0;
+    dl_iterate_phdr(boot_cb, &n);
+    __atomic_store_n(&nboot, n, __ATOMIC_RELEASE);
+    __atomic_store_n(&boot_state, 2, __ATOMIC_RELEASE);
 }
 
 /* ---- the walk ------------------------------------------------------------------ */
@@ -744,7 +804,7 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
     uintptr_t hi = stack_top(sp);
     if (hi == 0)
         return -1;
-    check_unloads();
+    bool late_code = false;   /* a rule for code that may be unloaded was used */
     int n = 0;
     while (pc != 0) {
         if (skip > 0) {
@@ -760,16 +820,19 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         uint64_t w = cache_lookup(set, a);
         if (w != 0) {
             if ((w & 3) != SM_FRAME_SIMPLE) {
-                if ((w & 3) == SM_FRAME_END)
+                if ((w & 3) == SM_FRAME_END) {
+                    late_code |= (w & W_BOOT) == 0;
                     break;
+                }
                 return -1;
             }
-            from_rbp = (w >> 2) & 1;
-            cfa_off = ((w >> 3) & ((1u << 17) - 1)) << 3;
-            rbp_at = ((w >> 20) & ((1u << 9) - 1)) << 3;
+            late_code |= (w & W_BOOT) == 0;
+            from_rbp = (w & W_FROM_RBP) != 0;
+            cfa_off = ((w >> W_CFA_SHIFT) & ((1u << W_CFA_BITS) - 1)) << 3;
+            rbp_at = ((w >> W_RBP_SHIFT) & ((1u << W_RBP_BITS) - 1)) << 3;
         } else {
             struct sm_frame_rule r;
-            rule_miss(a, set, &r);
+            late_code |= !rule_miss(a, set, &r);
             if (r.kind == SM_FRAME_END)
                 break;
             if (r.kind != SM_FRAME_SIMPLE)
@@ -790,6 +853,8 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         pc = *(const uintptr_t *)(cfa - 8);
         sp = cfa;
     }
+    if (late_code && check_unloads())
+        return -1;
     return n;
 }
 
@@ -867,6 +932,10 @@ void sm_stack_cache_set(uintptr_t pc, const struct sm_frame_rule *r)
 size_t sm_stack_sys(void)
 {
     return 0;
+}
+
+void sm_stack_boot(void)
+{
 }
 
 void sm_stack_init(void)

@@ -13,6 +13,11 @@
 /* Most frames the profiler records per sample. */
 #define SM_STACK_MAX 64
 
+/* Note the code of the objects loaded now: call once at start-up, before
+ * the program can have called dlopen.  That code is never unloaded, so
+ * walks through it alone skip the check for unloaded code. */
+void sm_stack_boot(void);
+
 /* Set the unwinder up: call once when profiling starts, with no allocator
  * lock held, so any lazy initialisation happens then and not in a sample.
  * Captures before it still work, through libgcc alone. */
@@ -57,12 +62,13 @@ int sm_stack_rule(uintptr_t pc, struct sm_frame_rule *r);
  * checks); dropped if it cannot be cached. */
 void sm_stack_cache_set(uintptr_t pc, const struct sm_frame_rule *r);
 
-/* Captures by the cached walk and by libgcc, rules computed, cache flushes
- * after a library was unloaded. */
+/* Captures by the cached walk and by libgcc, rules computed, checks for
+ * unloaded code, and cache flushes after a library was unloaded. */
 struct sm_stack_counters {
     uint64_t fast;
     uint64_t fallback;
     uint64_t rule_misses;
+    uint64_t unload_checks;
     uint64_t flushes;
 };
 void sm_stack_counters(struct sm_stack_counters *out);

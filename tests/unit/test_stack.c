@@ -17,7 +17,9 @@
  *   fallback  a signal handler (the signal frame's rule is an expression)
  *             and one on an alternate signal stack: libgcc walks them, and
  *             the result is the same.
- *   unload    dlclose empties the cache at the next capture.
+ *   unload    walks through code loaded at run time check for unloaded
+ *             code (walks through start-up code alone do not); after
+ *             dlclose the next such walk empties the cache and falls back.
  *   bad rule  a rule planted in the cache that points off the stack makes
  *             the walk give up and fall back, with the right stack; one
  *             that ends the stack early shortens it, and nothing crashes.
@@ -117,7 +119,7 @@ struct shape_case {
     const char *name;
     int (*run)(struct stack_pair *p);
     int min_frames;   /* at least this many frames above main's */
-    bool big;         /* needs more than 256 KiB of stack */
+    bool big;         /* needs more than 1.5 MiB of stack */
 };
 
 static int run_recurse_0(struct stack_pair *p) { return nofp_recurse(0, p); }
@@ -304,33 +306,52 @@ static void test_shared_library(void **state)
     shlib_chain_fn chain = (shlib_chain_fn)dlsym(h, "shlib_chain");
     assert_non_null(chain);
 
-    struct sm_stack_counters c0 = counters();
-    pair_init(&p, NPCS, 0);
-    chain(6, stack_leaf, &p);
-    struct sm_stack_counters c1 = counters();
-    if (!same(&p))
-        print_pair("shared library", &p);
-    assert_true(same(&p));
-    assert_int_equal(c1.fallback, c0.fallback);
-    /* pcs[0] returns into the test's stack_leaf caller: the library. */
+    /* Through code loaded at run time: one check for unloaded code. */
+    for (int i = 0; i < 2; i++) {
+        struct sm_stack_counters c0 = counters();
+        pair_init(&p, NPCS, 0);
+        chain(6, stack_leaf, &p);
+        struct sm_stack_counters c1 = counters();
+        if (!same(&p))
+            print_pair("shared library", &p);
+        assert_true(same(&p));
+        assert_int_equal(c1.fallback, c0.fallback);
+        assert_int_equal(c1.unload_checks, c0.unload_checks + 1);
+        assert_int_equal(c1.flushes, c0.flushes);
+    }
+    /* pcs[0] returns into the library. */
     Dl_info info;
     assert_true(dladdr((void *)(p.ref[0] - 1), &info) != 0);
     assert_non_null(strstr(info.dli_fname, "libstackshape"));
 
-    assert_int_equal(dlclose(h), 0);
+    /* Through code loaded at start-up only: no check. */
+    struct sm_stack_counters c0 = counters();
     pair_init(&p, NPCS, 0);
     nofp_recurse(2, &p);
-    struct sm_stack_counters c2 = counters();
-    assert_int_equal(c2.flushes, c1.flushes + 1);
+    struct sm_stack_counters c1 = counters();
     assert_true(same(&p));
+    assert_int_equal(c1.unload_checks, c0.unload_checks);
 
-    /* Loaded again (perhaps elsewhere), it is walked from fresh rules. */
+    /* Unloaded and loaded again (perhaps elsewhere, perhaps at the same
+     * address): the first walk through it finds the cache out of date,
+     * empties it and lets libgcc walk; the next is the cached walk's. */
+    assert_int_equal(dlclose(h), 0);
     h = dlopen(STACK_SHLIB, RTLD_NOW | RTLD_LOCAL);
     assert_non_null(h);
     chain = (shlib_chain_fn)dlsym(h, "shlib_chain");
+    c0 = counters();
     pair_init(&p, NPCS, 0);
     chain(3, stack_leaf, &p);
+    c1 = counters();
     assert_true(same(&p));
+    assert_int_equal(c1.flushes, c0.flushes + 1);
+    assert_int_equal(c1.fallback, c0.fallback + 1);
+    pair_init(&p, NPCS, 0);
+    chain(4, stack_leaf, &p);
+    struct sm_stack_counters c2 = counters();
+    assert_true(same(&p));
+    assert_int_equal(c2.flushes, c1.flushes);
+    assert_int_equal(c2.fallback, c1.fallback);
     assert_int_equal(dlclose(h), 0);
 }
 
@@ -351,9 +372,11 @@ static void test_other_thread(void **state)
     assert_int_equal(pthread_join(th, &bad), 0);
     assert_int_equal((intptr_t)bad, 0);
 
-    /* A small stack of the caller's own. */
+    /* A stack of the caller's own (glibc puts the thread descriptor at its
+     * top too); big enough for ThreadSanitizer, too small for the 1.5 MiB
+     * frame. */
     pthread_attr_t attr;
-    static char stackmem[256 * 1024] __attribute__((aligned(64)));
+    static char stackmem[2048 * 1024] __attribute__((aligned(64)));
     assert_int_equal(pthread_attr_init(&attr), 0);
     assert_int_equal(pthread_attr_setstack(&attr, stackmem, sizeof stackmem), 0);
     assert_int_equal(pthread_create(&th, &attr, shapes_on_thread, (void *)(intptr_t)SHAPES_SMALL), 0);
@@ -445,7 +468,7 @@ static void test_bad_rules(void **state)
     /* CFA far above the top of this stack: the walk gives up. */
     memset(&bad, 0, sizeof bad);
     bad.kind = SM_FRAME_SIMPLE;
-    bad.cfa_off = ((1u << 17) - 1) * 8;
+    bad.cfa_off = ((1u << 16) - 1) * 8;   /* the largest the cache holds */
     sm_stack_cache_set(at, &bad);
     struct sm_stack_counters c0 = counters();
     pair_init(&p, NPCS, 0);
@@ -513,6 +536,7 @@ static void test_threads_at_once(void **state)
 
 int main(void)
 {
+    sm_stack_boot();
     sm_stack_init();
     assert_true(sm_stack_sys() > 0);
     const struct CMUnitTest tests[] = {
