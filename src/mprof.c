@@ -488,16 +488,25 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
 
     uint64_t h = hash_stack(stk, n, size);
     pthread_mutex_lock(&prof_lock);
-    struct sm_mprof_bucket *b = bucket_get(h, stk, n, size);
-    struct sm_special *sp = b ? special_new() : NULL;
+    /* The bucket's slot is fetched while the special goes in. */
+    if (table_cap != 0)
+        __builtin_prefetch(&table[h & (table_cap - 1)]);
+    struct sm_special *sp = special_new();
     if (sp != NULL) {
-        b->alloc_objects++;
-        b->alloc_bytes += size;
         sp->addr = a;
-        sp->bucket = b;
         struct sm_special *stale = span_add_special(s, sp);
         if (stale != NULL)
             special_done(stale);
+        struct sm_mprof_bucket *b = bucket_get(h, stk, n, size);
+        if (b != NULL) {
+            b->alloc_objects++;
+            b->alloc_bytes += size;
+            sp->bucket = b;
+        } else {
+            /* No memory for a bucket: the sample is lost. */
+            span_take_special(s, a);
+            sm_fixalloc_free(&special_alloc, sp);
+        }
     }
     pthread_mutex_unlock(&prof_lock);
     tls_busy = 0;
