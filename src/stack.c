@@ -405,12 +405,13 @@ struct cfa_run {
     int depth;
 };
 
-/* Run a CFA program into r until a row starts past run->target.  False for
- * anything we do not follow. */
+/* Run a CFA program into r while the current row starts at or before
+ * run->target (as libgcc runs it while the location is below the return
+ * address).  False for anything we do not follow. */
 static bool run_program(struct cfa_run *run, struct cursor c, struct row *r)
 {
     const struct cie *ci = run->ci;
-    while (c.p < c.end) {
+    while (c.p < c.end && run->loc <= run->target) {
         uint8_t op = rd_u8(&c);
         uint64_t reg, delta = 0;
         switch (op >> 6) {
@@ -532,8 +533,6 @@ static bool run_program(struct cfa_run *run, struct cursor c, struct row *r)
         if (c.bad)
             return false;
         run->loc += delta * ci->caf;
-        if (run->loc > run->target)
-            return true;
     }
     return !c.bad;
 }
@@ -572,13 +571,12 @@ static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
     struct row init, r;
     memset(&r, 0, sizeof r);
     r.cfa_reg = DW_RSP;
-    struct cfa_run run = { &ci, NULL, (uintptr_t)bases.func, UINTPTR_MAX, {{0}}, 0 };
+    struct cfa_run run = { &ci, NULL, (uintptr_t)bases.func, a, {{0}}, 0 };
     if (!run_program(&run, ci.insns, &r))
         return true;
     init = r;
     run.init = &init;
     run.depth = 0;
-    run.target = a;
     if (!run_program(&run, c, &r))
         return true;
 
