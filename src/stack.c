@@ -841,8 +841,13 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         uintptr_t a = pc - 1, cfa_off, rbp_at;
         bool from_rbp;
         uint64_t *set = set_of(a);
-        if (depth < RECENT_MAX)
-            __atomic_store_n(&recent[depth++], set, __ATOMIC_RELAXED);
+        if (depth < RECENT_MAX) {
+            /* Stored only when it changed: threads sampling the same
+             * stacks then share the line instead of trading it. */
+            if (__atomic_load_n(&recent[depth], __ATOMIC_RELAXED) != set)
+                __atomic_store_n(&recent[depth], set, __ATOMIC_RELAXED);
+            depth++;
+        }
         uint64_t w = cache_lookup(set, a);
         if (w != 0) {
             if ((w & 3) != SM_FRAME_SIMPLE) {
