@@ -90,6 +90,9 @@ struct sm_mspan {
     uint32_t nreleased;        /* free: pages of the run not resident */
     uint64_t idle_since;       /* free: monotonic ns when it became free */
     struct sm_special *specials; /* profiled objects in this span, by address */
+    uint64_t sampled;          /* bit (object index % 64) set for each object
+                                  on specials: a free whose bit is clear is
+                                  not profiled (read without a lock) */
     size_t reqsize;            /* large: requested bytes (for the profiler) */
     size_t needzero;           /* pages from base that may hold old data;
                                   the rest are fresh from the OS: zero */
