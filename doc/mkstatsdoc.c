@@ -25,7 +25,10 @@ int main(void)
     puts("## Reading them\n");
     puts("- `heap_idle - heap_released`: memory free in the heap but still resident, that the");
     puts("  scavenger or `sm_free_os_memory()` can give back.");
-    puts("- `heap_inuse - heap_alloc`: an upper bound on fragmentation inside spans.");
+    puts("- `heap_inuse - heap_alloc`: an upper bound on fragmentation inside spans, together");
+    puts("  with what thread caches keep for reuse: small objects, and up to 2 MiB of freed large");
+    puts("  spans per thread (given back at thread exit, by `sm_free_os_memory()`, near the memory");
+    puts("  limit, and by the scavenger after about a second unused).");
     puts("- `rss` much higher than `heap_sys - heap_released` with `lazy_free` large: pages were");
     puts("  given back with `MADV_FREE` and the kernel has not taken them yet (`SPANMALLOC_RELEASE=free`).");
     puts("- Heap memory grown from the OS counts as released until it is first used, as in Go.");

@@ -51,7 +51,7 @@ enum sm_release {
     X(heap_alloc, "HeapAlloc", "bytes in live objects (small objects count their class size, large ones their pages)") \
     X(heap_sys, "HeapSys", "bytes of heap memory obtained from the OS = heap_inuse + heap_idle") \
     X(heap_idle, "HeapIdle", "bytes in free page runs, resident or released") \
-    X(heap_inuse, "HeapInuse", "bytes in spans holding objects; heap_inuse - heap_alloc bounds fragmentation") \
+    X(heap_inuse, "HeapInuse", "bytes in spans holding objects, or kept by a thread for reuse (cached small objects, freed large spans); heap_inuse - heap_alloc bounds fragmentation and caching") \
     X(heap_released, "HeapReleased", "bytes of idle pages given back to the OS (or never touched)") \
     X(heap_objects, "HeapObjects", "live objects = mallocs - frees") \
     X(mspan_inuse, "MSpanInuse", "bytes of span descriptors in use") \

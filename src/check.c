@@ -12,7 +12,14 @@
  * is set before the first cache exists: caches keep bounds of 0 and empty
  * lists, so the one test of each fast path sends every malloc and free to
  * mcache.c's slow path, which takes or gives one object at a time from
- * mcentral through the functions here.  Nothing here relies on the page
+ * mcentral (sm_mcentral_alloc_one, _free_one: nothing is read or written
+ * in the object) through the functions here.  A large object freed goes
+ * straight back to the heap, never to the thread's large cache, so every
+ * large malloc gets its span from the heap, and sm_check_alloc_large runs
+ * on whatever span large_alloc found anyway.  realloc in checked mode is
+ * sm_check_realloc's: in place only within the object's class or pages
+ * (the canary moved to the new end), otherwise malloc, copy and free; the
+ * heap's extend and shrink in place are not used.  Nothing here relies on the page
  * kinds' SM_PAGE_SLOW bit, which the profiler sets and clears for its own
  * reasons.
  *
@@ -41,12 +48,13 @@
  * object: a write past the end is reported as "buffer overflow" then.
  * (Checking every canary byte of every live object at each allocation
  * made a perl script 7.6 times slower than the default mode instead of
- * 2.5 times.)  A freed object is filled with SM_POISON; its first word
- * then holds the encoded link.  When it is handed out again the poison is
+ * 2.5 times.)  A freed object is filled with SM_POISON, all of it: spans
+ * keep their free objects in a bitmap and no link is written in an object
+ * that moves one at a time.  When it is handed out again the poison is
  * verified (a change: "write after free", unless the object before it is
- * live and its canary is broken too: then that object overflowed into it),
- * and a write over the link is caught when the link is followed.  malloc's
- * usable size is the requested size, so the slack is never the program's.
+ * live and its canary is broken too: then that object overflowed into it).
+ * malloc's usable size is the requested size, so the slack is never the
+ * program's.
  *
  * Reports are one line, "spanmalloc: fn(): what 0x...", then abort().
  *
@@ -277,8 +285,8 @@ static void verify_span(const struct sm_mspan *s)
 
 void *sm_check_alloc_small(uint32_t cls, size_t size)
 {
-    void *p = NULL;
-    if (sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, 1, &p) == 0)
+    void *p = sm_mcentral_alloc_one(&sm_central[cls], &sm_heap);
+    if (p == NULL)
         return NULL;
     struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
     uint32_t i = sm_mspan_objindex(s, (uintptr_t)p);
@@ -286,16 +294,16 @@ void *sm_check_alloc_small(uint32_t cls, size_t size)
     pthread_mutex_lock(&sp->lock);
     if (s->checkstate == NULL && (s->checkstate = states_new(cls)) == NULL) {
         pthread_mutex_unlock(&sp->lock);
-        sm_link_store(p, NULL);
-        sm_mcentral_free_batch(&sm_central[cls], &sm_heap, p, 1);
+        sm_mcentral_free_one(&sm_central[cls], &sm_heap, p);
         return NULL;
     }
     uint16_t st = s->checkstate[i];
     if (sm_unlikely(st >= SM_STATE_LIVE))
         sm_freelist_corrupt("malloc", NULL, p);   /* a live object on a free list */
     if (sm_check_slow & SM_CHECK_FILL) {
-        /* The first word held the link, which was checked when taken. */
-        if (st == SM_STATE_FREE && !all_bytes((char *)p + sizeof(void *), s->elemsize - sizeof(void *), SM_POISON))
+        /* Objects come and go one at a time, and no link is ever written
+         * in them: all of a free object is poison. */
+        if (st == SM_STATE_FREE && !all_bytes(p, s->elemsize, SM_POISON))
             blame("malloc", s, i);
         verify_span(s);
         memset((char *)p + size, SM_CANARY, s->elemsize - size);
@@ -389,6 +397,8 @@ static size_t live_size(const char *fn, const void *p)
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         if (s->base != (uintptr_t)p)
             sm_bad_pointer(fn, "invalid pointer", p);
+        if (s->state != SM_SPAN_LARGE)
+            sm_bad_pointer(fn, "use after free of", p);   /* in a large cache */
         return s->reqsize;
     }
     uint32_t i;

@@ -69,6 +69,8 @@ SM_HIDDEN void sm_warn(const char *a, const char *b, const char *c);
 SM_HIDDEN size_t sm_fmt_u64(char *buf, uint64_t v);
 SM_HIDDEN size_t sm_fmt_hex(char *buf, uint64_t v);
 SM_HIDDEN uint64_t sm_nanotime(void);
+/* The same clock at a few milliseconds' resolution, cheaper to read. */
+SM_HIDDEN uint64_t sm_nanotime_coarse(void);
 
 /* ---- options.c -------------------------------------------------------- */
 enum sm_stats_mode { SM_STATS_OFF = 0, SM_STATS_EXIT, SM_STATS_INTERVAL };
@@ -115,8 +117,16 @@ SM_HIDDEN bool sm_pagemap_add_region(uintptr_t base, size_t size, uint64_t *meta
 SM_HIDDEN void sm_pagemap_set_kind(uintptr_t base, size_t npages, uint8_t kind);
 SM_HIDDEN void sm_pagemap_set_spans(uintptr_t base, size_t npages, struct sm_mspan *s);
 SM_HIDDEN void sm_pagemap_set_span(uintptr_t addr, struct sm_mspan *s);
-SM_HIDDEN struct sm_mspan *sm_pagemap_span(uintptr_t addr);
-SM_HIDDEN uint8_t sm_pagemap_kind(uintptr_t addr);
+SM_INLINE struct sm_mspan *sm_pagemap_span(uintptr_t addr)
+{
+    struct sm_heap_arena *ar = sm_pagemap_arena(addr);
+    return ar ? ar->spans[sm_pagemap_index(addr)] : NULL;
+}
+SM_INLINE uint8_t sm_pagemap_kind(uintptr_t addr)
+{
+    struct sm_heap_arena *ar = sm_pagemap_arena(addr);
+    return ar ? ar->pagekind[sm_pagemap_index(addr)] : SM_PAGE_NONE;
+}
 /* Released-page bitmap: count the set bits in a range, set or clear them. */
 SM_HIDDEN size_t sm_pagemap_count_released(uintptr_t base, size_t npages);
 SM_HIDDEN void sm_pagemap_mark_released(uintptr_t base, size_t npages, bool released);
@@ -135,6 +145,12 @@ SM_HIDDEN void sm_mheap_init(struct sm_mheap *h);
 SM_HIDDEN struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_pages, uint8_t kind);
 /* Give a small or large span back; it joins its free neighbours. */
 SM_HIDDEN void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s);
+/* Resize the live large span s in place to npages pages: extend it over
+ * the free pages right after it (false if they are not free or too few), or
+ * give its last pages back as a free run.  The object's bytes are counted
+ * as allocated or freed (total_alloc, heap_alloc). */
+SM_HIDDEN bool sm_mheap_extend(struct sm_mheap *h, struct sm_mspan *s, size_t npages);
+SM_HIDDEN bool sm_mheap_shrink(struct sm_mheap *h, struct sm_mspan *s, size_t npages);
 /* Release idle pages to the OS: at most max_bytes, only runs idle since
  * before idle_before_ns (0: any), oldest first.  Returns bytes released. */
 SM_HIDDEN size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_before_ns, int why);
@@ -148,8 +164,13 @@ SM_HIDDEN void sm_mheap_unlock(struct sm_mheap *h);
 
 /* ---- mspan.c ---------------------------------------------------------- */
 SM_HIDDEN void sm_mspan_init_small(struct sm_mspan *s, uint8_t sizeclass);
-/* Take up to n objects from a small span, linked into *head; returns count. */
+/* Take up to n objects from a small span, linked (encoded links) in front
+ * of the list *head; returns count. */
 SM_HIDDEN uint32_t sm_mspan_take(struct sm_mspan *s, uint32_t n, void **head);
+/* One object from a small span with nfree > 0, nothing written in it. */
+SM_HIDDEN void *sm_mspan_take_one(struct sm_mspan *s);
+/* Mark p free in its span (a bit already set: a double free, reported). */
+SM_HIDDEN void sm_mspan_put(struct sm_mspan *s, void *p);
 /* Index of p's object in its span (exact division by multiply). */
 SM_INLINE uint32_t sm_mspan_objindex(const struct sm_mspan *s, uintptr_t p)
 {
@@ -172,6 +193,9 @@ SM_HIDDEN void sm_mcentral_init(struct sm_mcentral *c, uint32_t sizeclass);
 SM_HIDDEN uint32_t sm_mcentral_alloc_batch(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, void **head);
 /* Give back n objects linked through their first word. */
 SM_HIDDEN void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n);
+/* One object, nothing read or written in it: NULL if no memory. */
+SM_HIDDEN void *sm_mcentral_alloc_one(struct sm_mcentral *c, struct sm_mheap *h);
+SM_HIDDEN void sm_mcentral_free_one(struct sm_mcentral *c, struct sm_mheap *h, void *p);
 /* Return every fully free span to the heap (for sm_free_os_memory). */
 SM_HIDDEN void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap *h);
 
@@ -179,10 +203,16 @@ SM_HIDDEN void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap 
 SM_HIDDEN extern struct sm_mcache sm_mcache_empty;
 SM_HIDDEN extern __thread struct sm_mcache *sm_tls_mcache __attribute__((tls_model("initial-exec")));
 SM_HIDDEN extern uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
+/* Byte offset in struct sm_mcache of the list for a request of n <=
+ * SM_SMALL_SIZE_MAX bytes, indexed by (n + 15) / 16: sm_size_to_class16
+ * shifted, filled in by sm_mcache_init_classes.  Until then it is zero,
+ * the list of no class, which is empty in every cache. */
+SM_HIDDEN extern uint16_t sm_size_to_list16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1];
 SM_HIDDEN extern pthread_mutex_t sm_mcache_lock;   /* registry and dead stats */
 SM_HIDDEN void sm_mcache_init_classes(void);
 SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls, size_t size);
-SM_HIDDEN void sm_mcache_free_slow(void *p, uint8_t kind);
+/* free(p) when the fast path cannot: looks p's page kind up itself. */
+SM_HIDDEN void sm_mcache_free_slow(void *p);
 SM_HIDDEN void sm_mcache_flush(struct sm_mcache *c);
 SM_HIDDEN void sm_mcache_thread_exit(void *arg);
 
@@ -190,10 +220,27 @@ SM_HIDDEN void sm_mcache_thread_exit(void *arg);
 struct sm_dead_stats {
     uint64_t nmalloc[SM_NUM_SIZE_CLASSES];
     uint64_t nfree[SM_NUM_SIZE_CLASSES];
+    uint64_t large_nmalloc, large_nfree;          /* their large caches' */
+    uint64_t large_bytes_alloc, large_bytes_free;
 };
 SM_HIDDEN extern struct sm_dead_stats sm_dead;
 SM_HIDDEN extern struct sm_mcache *sm_mcache_all;
 SM_HIDDEN extern struct sm_fixalloc sm_mcache_alloc;
+
+/* ---- largecache.c ----------------------------------------------------- */
+/* A cached span of npages pages (exactly, or a little more) for this
+ * thread, now a live large object; NULL if none. */
+SM_HIDDEN struct sm_mspan *sm_largecache_alloc(struct sm_mcache *c, size_t npages);
+/* Keep the freed large span s for reuse; false if it does not fit (the
+ * caller gives it to the heap). */
+SM_HIDDEN bool sm_largecache_free(struct sm_mcache *c, struct sm_mspan *s);
+/* Give every span of c's large cache back to the heap. */
+SM_HIDDEN void sm_largecache_flush(struct sm_mcache *c);
+/* From every thread's large cache, take the spans stored at scavenger
+ * epoch before_epoch or earlier (UINT32_MAX: all) back to the heap.
+ * Returns bytes given back.  Takes sm_mcache_lock. */
+SM_HIDDEN size_t sm_largecache_reclaim(uint32_t before_epoch);
+SM_HIDDEN void sm_largecache_reclaim_all(void);
 
 /* ---- malloc.c --------------------------------------------------------- */
 SM_HIDDEN extern int sm_initialized;
@@ -211,6 +258,7 @@ SM_HIDDEN void sm_mstats_log_line(void);
 
 /* ---- scavenge.c ------------------------------------------------------- */
 SM_HIDDEN extern uint64_t sm_flush_gen;   /* sm_free_os_memory requests */
+SM_HIDDEN extern uint32_t sm_scav_epoch;  /* scavenger ticks so far */
 SM_HIDDEN void sm_release_central_empty(void);
 SM_HIDDEN size_t sm_scavenge_tick(uint64_t now);
 SM_HIDDEN bool sm_worker_wanted(void);
@@ -247,8 +295,8 @@ SM_HIDDEN void sm_mprof_fork_parent(void);
 SM_HIDDEN void sm_mprof_fork_child(void);
 
 /* ---- check.c ---------------------------------------------------------- */
-/* Free-list links.  Every free list (a thread cache's, a span's, a batch
- * between them) links its objects through their first word, stored
+/* Free-list links.  Every free list (a thread cache's, a batch between
+ * it and mcentral) links its objects through their first word, stored
  * encoded: the next object's address xor the address of the word itself
  * xor a per-process random key (glibc's safe-linking with mimalloc's key).
  * A plain address written over a link (an overflow from the object
@@ -343,34 +391,41 @@ SM_INLINE void sm_link_store(void *p, void *next)
         *(void **)p = sm_freelist_encode(p, next);
 }
 
-/* Give p back to its span's list (mspan.c; the owning mcentral's lock). */
-SM_INLINE void sm_mspan_put(struct sm_mspan *s, void *p)
-{
-    sm_link_store(p, s->freelist);
-    s->freelist = p;
-    s->nfree++;
-}
-
 /* ---- the fast paths ----------------------------------------------------- */
 
-/* Pop an object of class cls from this thread's cache.  One test: the list
- * is empty (a new thread's cache is the static empty one, so this also
- * covers "not initialised"; so is checked mode's), its head is not a valid
- * address (a corrupted link), or the profiler's countdown ran out. */
-SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
+/* Pop an object from this thread's list at byte offset off of its cache
+ * (the list of class off >> SM_CACHECLASS_SHIFT).  One test: the list is
+ * empty (a new thread's cache is the static empty one, so this also covers
+ * "not initialised"; so is checked mode's), its head is not a valid address
+ * (a corrupted link), or the profiler's countdown ran out.  The link is
+ * stored encoded (sm_freelist_encode). */
+SM_INLINE void *sm_alloc_list(size_t off, size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;
-    struct sm_cacheclass *cc = &c->c[cls];
-    void *p = cc->head;
+    struct sm_cacheclass *cc = (struct sm_cacheclass *)((char *)c + off);
     /* The countdown goes by requested bytes (one register, no load). */
     intptr_t left = c->sample_left - (intptr_t)size;
-    if (sm_unlikely(sm_freelist_bad(p) || left < 0))
-        return sm_mcache_alloc_slow(cls, size);
+    void *p = cc->head;
+    if (sm_unlikely(left < 0 || sm_freelist_bad(p)))
+        return sm_mcache_alloc_slow((uint32_t)(off >> SM_CACHECLASS_SHIFT), size);
     cc->head = sm_freelist_decode(p, *(void **)p);
     cc->count--;
     c->sample_left = left;
     SM_COUNTER_ADD(cc->nmalloc, 1);
     return p;
+}
+
+SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
+{
+    return sm_alloc_list((size_t)cls << SM_CACHECLASS_SHIFT, size);
+}
+
+/* malloc(size) for size <= SM_SMALL_SIZE_MAX: one table load gives the
+ * list, with no class number to scale. */
+SM_INLINE void *sm_alloc_small16(size_t size)
+{
+    return sm_alloc_list(sm_size_to_list16[(size + SM_SMALL_SIZE_DIV - 1) / SM_SMALL_SIZE_DIV],
+                         size);
 }
 
 /* Push a freed object onto this thread's cache.  Pointers the cache cannot
@@ -379,23 +434,28 @@ SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
 SM_INLINE void sm_free_fast(void *p)
 {
     uintptr_t a = (uintptr_t)p;
-    struct sm_heap_arena *ar = sm_pagemap_arena(a);
-    if (sm_likely(ar != NULL)) {
-        uint8_t kind = ar->pagekind[sm_pagemap_index(a)];
-        if (sm_likely((uint8_t)(kind - 1) < SM_NUM_SIZE_CLASSES - 1)) {
-            struct sm_cacheclass *cc = &sm_tls_mcache->c[kind];
-            if (sm_likely(cc->count < cc->bound)) {
-                *(void **)p = sm_freelist_encode(p, cc->head);
-                cc->head = p;
-                cc->count++;
-                SM_COUNTER_ADD(cc->nfree, 1);
-                return;
+    uintptr_t ai = a >> SM_ARENA_SHIFT;
+    if (sm_likely(ai < SM_ARENA_INDEX_LEN)) {
+        struct sm_heap_arena *ar = sm_arenas[ai];
+        if (sm_likely(ar != NULL)) {
+            /* The kind, shifted to the byte offset of its list: one
+             * register serves the class test and the address (the slow
+             * path looks the kind up again). */
+            size_t off = (size_t)ar->pagekind[sm_pagemap_index(a)] << SM_CACHECLASS_SHIFT;
+            if (sm_likely(off - ((size_t)1 << SM_CACHECLASS_SHIFT) <
+                          ((size_t)SM_NUM_SIZE_CLASSES - 1) << SM_CACHECLASS_SHIFT)) {
+                struct sm_cacheclass *cc = (struct sm_cacheclass *)((char *)sm_tls_mcache + off);
+                if (sm_likely(cc->count < cc->bound)) {
+                    *(void **)p = sm_freelist_encode(p, cc->head);
+                    cc->head = p;
+                    cc->count++;
+                    SM_COUNTER_ADD(cc->nfree, 1);
+                    return;
+                }
             }
         }
-        sm_mcache_free_slow(p, kind);
-        return;
     }
-    sm_mcache_free_slow(p, SM_PAGE_NONE);
+    sm_mcache_free_slow(p);
 }
 
 #endif

@@ -23,7 +23,13 @@
  *      static empty one, or the profiler's countdown ran out): the slow path
  *      makes the thread's cache or takes a batch from mcentral[c], which
  *      takes spans from mheap, which grows from the OS.
- * malloc(n), n > 32 KiB: a span of ceil(n / 8 KiB) pages from mheap.
+ * malloc(n), n > 32 KiB: a span of ceil(n / 8 KiB) pages: one this thread
+ *   freed recently (largecache.c), or a new one from mheap.
+ *
+ * realloc(p, n) keeps p when n fits its class or its pages; a large object
+ * grows over the free pages after it and shrinks by giving its tail back
+ * (mheap.c); when it has to move to grow, it gets a quarter more pages
+ * than asked, so growing step by step copies O(n) bytes in all.
  *
  * free(p):
  *   1. the page map gives p's page kind (one load from its arena);
@@ -31,7 +37,8 @@
  *   3. if the list is at its bound, give a batch to mcentral first; a span
  *      whose objects are all free goes back to mheap, and joins its free
  *      neighbours there;
- *   4. a large object: its span goes back to mheap;
+ *   4. a large object: its span goes to this thread's large cache, or back
+ *      to mheap;
  *   5. a page that is free is a double free, and no page at all an invalid
  *      pointer: both are reported on stderr and abort.
  *
@@ -74,6 +81,7 @@ void sm_init_slow(void)
         sm_options_init();
         sm_check_init();
         sm_mheap_init(&sm_heap);
+        sm_heap.reclaim = sm_largecache_reclaim_all;
         for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
             sm_mcentral_init(&sm_central[cls], cls);
         for (unsigned k = 5; k <= SM_PAGE_SHIFT; k++)
@@ -155,28 +163,11 @@ __attribute__((destructor)) static void sm_destructor(void)
 
 /* ---- large objects ---- */
 
-void *sm_large_alloc(size_t size, size_t align)
+/* The profiler's countdown for a large object of size bytes at s: the same
+ * one test the small paths make. */
+static void large_count_sample(struct sm_mcache *c, struct sm_mspan *s, size_t size)
 {
-    if (sm_unlikely(size > SM_MAX_ALLOC)) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    sm_init();
-    /* Checked mode: at least one byte past the request for the canary. */
-    size_t npages = (size + (sm_check_slow ? 1 : 0) + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
-    if (npages == 0)
-        npages = 1;
-    size_t align_pages = align > SM_PAGE_SIZE ? align >> SM_PAGE_SHIFT : 0;
-    struct sm_mspan *s = sm_mheap_alloc(&sm_heap, npages, align_pages, SM_PAGE_LARGE);
-    if (s == NULL) {
-        errno = ENOMEM;
-        return NULL;
-    }
     s->reqsize = size;
-    if (sm_unlikely(sm_check_slow))
-        sm_check_alloc_large(s);
-    sm_worker_start();
-    struct sm_mcache *c = sm_tls_mcache;
     if (c != &sm_mcache_empty) {
         c->sample_left -= (intptr_t)size;
         if (sm_unlikely(c->sample_left < 0)) {
@@ -184,11 +175,52 @@ void *sm_large_alloc(size_t size, size_t align)
             sm_mprof_record_alloc((void *)s->base, size);
         }
     }
+}
+
+/* A large object of size bytes in a span of npages pages. */
+static void *large_alloc(size_t size, size_t npages, size_t align)
+{
+    sm_init();
+    struct sm_mcache *c = sm_tls_mcache;
+    struct sm_mspan *s = NULL;
+    if (c != &sm_mcache_empty && align <= SM_PAGE_SIZE && npages <= SM_LARGECACHE_MAX_PAGES)
+        s = sm_largecache_alloc(c, npages);
+    if (s == NULL) {
+        size_t align_pages = align > SM_PAGE_SIZE ? align >> SM_PAGE_SHIFT : 0;
+        s = sm_mheap_alloc(&sm_heap, npages, align_pages, SM_PAGE_LARGE);
+        if (s == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        sm_worker_start();
+    }
+    large_count_sample(c, s, size);
+    if (sm_unlikely(sm_check_slow))
+        sm_check_alloc_large(s);   /* its canary, or memcheck's block */
     return (void *)s->base;
+}
+
+SM_INLINE size_t pages_for(size_t size)
+{
+    size_t npages = (size + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
+    return npages ? npages : 1;
+}
+
+void *sm_large_alloc(size_t size, size_t align)
+{
+    if (sm_unlikely(size > SM_MAX_ALLOC)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Checked mode: at least one byte past the request for the canary. */
+    return large_alloc(size, pages_for(size + (sm_check_slow ? 1 : 0)), align);
 }
 
 void sm_large_free(struct sm_mspan *s)
 {
+    struct sm_mcache *c = sm_tls_mcache;
+    if (c != &sm_mcache_empty && sm_largecache_free(c, s))
+        return;
     sm_mheap_free(&sm_heap, s);
 }
 
@@ -201,6 +233,8 @@ SM_INLINE void *alloc_small(size_t size)
 
 SM_INLINE void *alloc_any(size_t size)
 {
+    if (sm_likely(size <= SM_SMALL_SIZE_MAX))
+        return sm_alloc_small16(size);
     if (sm_likely(size <= SM_MAX_SMALL_SIZE))
         return alloc_small(size);
     return sm_large_alloc(size, 0);
@@ -219,6 +253,8 @@ static size_t usable_size(const void *p, const char *fn)
         struct sm_mspan *s = sm_pagemap_span(a);
         if (s->base != a)
             sm_bad_pointer(fn, "invalid pointer", p);
+        if (s->state != SM_SPAN_LARGE)
+            sm_bad_pointer(fn, "use after free of", p);
         return s->npages << SM_PAGE_SHIFT;
     }
     return sm_class_to_size[kind & ~SM_PAGE_SLOW];
@@ -283,6 +319,58 @@ SM_EXPORT void *calloc(size_t n, size_t size)
     return p;
 }
 
+/* realloc of a large object: in place when it can be, else a move to a
+ * span with room to grow. */
+static void *realloc_large(void *p, size_t size)
+{
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    if (s->base != (uintptr_t)p)
+        sm_bad_pointer("realloc", "invalid pointer", p);
+    if (s->state != SM_SPAN_LARGE)
+        sm_bad_pointer("realloc", "use after free of", p);
+    size_t old = s->npages << SM_PAGE_SHIFT;
+    size_t npages = pages_for(size);
+    size_t want = npages;
+    if (size > SM_MAX_SMALL_SIZE && size <= old) {
+        /* Shrinking by less than half keeps the pages (jemalloc keeps the
+         * extent too); by more, the tail goes back to the heap. */
+        if (size > old / 2 || !sm_mheap_shrink(&sm_heap, s, npages))
+            return p;
+    } else if (size > old) {
+        if (size > SM_MAX_ALLOC) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        /* Grow over the free pages that follow, as glibc grows a chunk
+         * into the free one after it. */
+        if (!sm_mheap_extend(&sm_heap, s, npages)) {
+            /* Moving: a quarter more pages than asked, so a buffer grown
+             * step by step moves O(log n) times and copies O(n) bytes in
+             * all (jemalloc's large classes are a quarter apart). */
+            size_t slack = s->npages + s->npages / 4;
+            if (slack > want && slack <= (SM_MAX_ALLOC >> SM_PAGE_SHIFT))
+                want = slack;
+            goto move;
+        }
+    } else {
+        goto move;   /* to a small object */
+    }
+    /* Resized in place: for the profiler, as a free and a new allocation,
+     * the way a move would count. */
+    if (s->specials)
+        sm_mprof_record_free(p, s);
+    large_count_sample(sm_tls_mcache, s, size);
+    return p;
+
+move:;
+    void *q = size <= SM_MAX_SMALL_SIZE ? alloc_small(size) : large_alloc(size, want, 0);
+    if (q == NULL)
+        return NULL;   /* errno is ENOMEM; p is untouched */
+    memcpy(q, p, old < size ? old : size);
+    sm_free_fast(p);
+    return q;
+}
+
 SM_EXPORT void *realloc(void *p, size_t size)
 {
     if (sm_unlikely(sm_check_slow))
@@ -294,16 +382,12 @@ SM_EXPORT void *realloc(void *p, size_t size)
         sm_free_fast(p);
         return NULL;
     }
-    size_t old = usable_size(p, "realloc");
     uint8_t kind = sm_pagemap_kind((uintptr_t)p);
-    if (kind != SM_PAGE_LARGE) {
-        if (size <= SM_MAX_SMALL_SIZE && sm_size_to_class(size) == (kind & ~SM_PAGE_SLOW))
-            return p;
-    } else if (size > SM_MAX_SMALL_SIZE && size <= old && size > old / 2) {
-        /* Shrinking by less than half keeps the pages (jemalloc keeps the
-         * extent too); more than that frees them by moving. */
+    if (kind == SM_PAGE_LARGE)
+        return realloc_large(p, size);
+    size_t old = usable_size(p, "realloc");
+    if (size <= SM_MAX_SMALL_SIZE && sm_size_to_class(size) == (kind & ~SM_PAGE_SLOW))
         return p;
-    }
     void *q = alloc_any(size);
     if (q == NULL)
         return NULL;   /* errno is ENOMEM; p is untouched */

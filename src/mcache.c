@@ -6,24 +6,38 @@
  * and whose bounds are zero, so both fast paths fail their one test and come
  * here, where the thread's real cache is made (mimalloc's _mi_heap_empty,
  * Go's emptymspan).  Refills take a batch from mcentral; a free that finds
- * its list at the bound first gives a batch back.  Batch sizes follow
+ * its list at the bound first gives the whole list back.  Batch sizes follow
  * tcmalloc: about 32 KiB of objects, at least 2 and at most 64; a list holds
  * at most two batches, so a thread caches at most ~64 KiB per class.
  *
+ * Why the whole list and not half (tcmalloc and jemalloc keep part): to cut
+ * a list, the cut must be found by following the links, one dependent load
+ * per object; mcentral then follows them again.  Handing over the whole list
+ * leaves mcentral's walk as the only one, and it overlaps the loads with its
+ * work on each object's span.  A program that frees 9 MiB of objects in a
+ * random order spent 19% of its time in that walk (bench/README.md,
+ * BatchRandom_65536; doc/performance.md).  The price is at most twice the
+ * transfers for a thread that cycles just across the bound.
+ *
  * Lists are encoded (internal.h).  The fast path checks a head only for
- * being an aligned user address; the slow path and drain also check that
- * each object they follow lies in a span of the class (one page-map load).
+ * being an aligned user address; the slow path also checks that the object
+ * it pops lies in a span of the class (one page-map load), and mcentral
+ * checks every object of a list handed to it against the page map before
+ * it reads the object's link.
  *
  * Checked mode (and valgrind) keep every bound at 0 and every list empty:
  * each malloc and free comes here and goes to mcentral one object at a
- * time through check.c; the counters are kept the same way.
+ * time through check.c; the counters are kept the same way.  Their large
+ * objects go straight back to the heap, never to the large cache, so the
+ * cache stays empty and every large malloc gets a span from the heap too.
  *
  * Stats counters live in the cache and are only ever written by its thread;
  * readers sum them under sm_mcache_lock, which also guards the registry of
  * caches, the cache fixalloc and sm_dead (counts of exited threads).
  *
  * A thread's cache goes back when the thread exits (a pthread key
- * destructor): its objects to mcentral, its counts to sm_dead.  Frees and
+ * destructor): its objects to mcentral, its large spans (largecache.c) to
+ * mheap, its counts to sm_dead.  Frees and
  * mallocs that come after that (later destructors, libc's own cleanup) go
  * straight to mcentral.
  */
@@ -39,6 +53,7 @@ SM_HIDDEN __thread struct sm_mcache *sm_tls_mcache
 static __thread uint8_t tls_state __attribute__((tls_model("initial-exec")));
 
 SM_HIDDEN uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
+SM_HIDDEN uint16_t sm_size_to_list16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1];
 SM_HIDDEN pthread_mutex_t sm_mcache_lock = PTHREAD_MUTEX_INITIALIZER;
 SM_HIDDEN struct sm_dead_stats sm_dead;
 SM_HIDDEN struct sm_mcache *sm_mcache_all;
@@ -53,6 +68,8 @@ void sm_mcache_init_classes(void)
         uint32_t b = 32768 / sm_class_to_size[cls];
         sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
     }
+    for (size_t i = 0; i < sizeof sm_size_to_list16 / sizeof sm_size_to_list16[0]; i++)
+        sm_size_to_list16[i] = (uint16_t)(sm_size_to_class16[i] << SM_CACHECLASS_SHIFT);
     sm_fixalloc_init(&sm_mcache_alloc, sizeof(struct sm_mcache));
     sm_mcache_empty.sample_left = 0;
     cache_key_ok = pthread_key_create(&cache_key, sm_mcache_thread_exit) == 0;
@@ -97,16 +114,12 @@ static void *take_one(uint32_t cls, size_t size)
 {
     if (sm_unlikely(sm_check_slow))
         return sm_check_alloc_small(cls, size);
-    void *p = NULL;
-    if (sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, 1, &p) == 0)
-        return NULL;
-    return p;
+    return sm_mcentral_alloc_one(&sm_central[cls], &sm_heap);
 }
 
 static void give_one(void *p, uint32_t cls)
 {
-    sm_link_store(p, NULL);
-    sm_mcentral_free_batch(&sm_central[cls], &sm_heap, p, 1);
+    sm_mcentral_free_one(&sm_central[cls], &sm_heap, p);
 }
 
 static void *alloc_uncached(uint32_t cls, size_t size)
@@ -140,6 +153,8 @@ static bool in_class(const void *p, uint32_t cls)
 
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
 {
+    if (cls == 0)   /* before sm_size_to_list16 was filled in */
+        cls = sm_size_to_class(size);
     if (sm_unlikely(sm_check_slow)) {
         /* Room for a canary: perhaps a larger class, or a large object
          * (which counts its own sample). */
@@ -197,33 +212,25 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
     return p;
 }
 
-/* Give the first n objects of a class list back to mcentral. */
-static void drain(struct sm_cacheclass *cc, uint32_t cls, uint32_t n)
+/* Give a class list back to mcentral, all of it. */
+static void drain(struct sm_cacheclass *cc, uint32_t cls)
 {
-    if (n > cc->count)
-        n = cc->count;
-    if (n == 0)
+    if (cc->count == 0)
         return;
-    void *head = cc->head, *last = head;
-    if (sm_unlikely(sm_freelist_bad(head) || !in_class(head, cls)))
-        sm_freelist_corrupt("free", NULL, head);
-    /* Only the cheap check before each step: mcentral checks every
-     * object against the page map before it writes through it. */
-    for (uint32_t i = 1; i < n; i++) {
-        void *next = sm_link_load(last);
-        if (sm_unlikely(sm_freelist_bad(next)))
-            sm_freelist_corrupt("free", last, next);
-        last = next;
-    }
-    cc->head = sm_link_load(last);
-    cc->count -= n;
+    /* No walk here: mcentral checks each object before it follows the
+     * object's link. */
+    void *head = cc->head;
+    uint32_t n = cc->count;
+    cc->head = NULL;
+    cc->count = 0;
     sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
 }
 
-void sm_mcache_free_slow(void *p, uint8_t kind)
+void sm_mcache_free_slow(void *p)
 {
     if (p == NULL)
         return;
+    uint8_t kind = sm_pagemap_kind((uintptr_t)p);
     switch (kind) {
     case SM_PAGE_NONE:
         sm_check_bad_free("invalid pointer", p);
@@ -233,8 +240,16 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
         if (s->base != (uintptr_t)p)
             sm_check_bad_free("invalid pointer", p);
-        if (sm_unlikely(sm_check_slow))
+        if (s->state != SM_SPAN_LARGE)
+            sm_check_bad_free("double free of", p);   /* in a large cache */
+        if (sm_unlikely(sm_check_slow)) {
+            /* Not to the large cache: its next malloc would skip check.c. */
             sm_check_free_large(s);
+            if (s->specials)
+                sm_mprof_record_free(p, s);
+            sm_mheap_free(&sm_heap, s);
+            return;
+        }
         if (s->specials)
             sm_mprof_record_free(p, s);
         sm_large_free(s);
@@ -270,7 +285,7 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
         sm_mcache_flush(c);
     }
     if (cc->count >= cc->bound)
-        drain(cc, cls, sm_class_batch[cls]);
+        drain(cc, cls);
     *(void **)p = sm_freelist_encode(p, cc->head);
     cc->head = p;
     cc->count++;
@@ -280,7 +295,8 @@ void sm_mcache_free_slow(void *p, uint8_t kind)
 void sm_mcache_flush(struct sm_mcache *c)
 {
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
-        drain(&c->c[cls], cls, c->c[cls].count);
+        drain(&c->c[cls], cls);
+    sm_largecache_flush(c);
 }
 
 void sm_mcache_thread_exit(void *arg)
@@ -296,6 +312,10 @@ void sm_mcache_thread_exit(void *arg)
         sm_dead.nmalloc[cls] += c->c[cls].nmalloc;
         sm_dead.nfree[cls] += c->c[cls].nfree;
     }
+    sm_dead.large_nmalloc += c->large.nmalloc;
+    sm_dead.large_nfree += c->large.nfree;
+    sm_dead.large_bytes_alloc += c->large.bytes_alloc;
+    sm_dead.large_bytes_free += c->large.bytes_free;
     if (c->all_prev)
         c->all_prev->all_next = c->all_next;
     else

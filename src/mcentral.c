@@ -7,11 +7,15 @@
  * is kept while it is the only partial span, so a loop that allocates and
  * frees around a span boundary does not go to the heap each time.
  *
- * Objects come and go as encoded lists (internal.h).  Each object given
- * back is looked up in the page map anyway, so it is checked there before
- * anything is written through it: a span of this class, at an object
- * boundary.  In checked mode a span keeps its objects' states
- * (s->checkstate), dropped when it goes back to the heap.
+ * Objects go to thread caches and come back as encoded lists (internal.h).
+ * Each object given back is looked up in the page map anyway, so it is
+ * checked there before its link is read: a span of this class, at an
+ * object boundary.  A thread with no cache, checked mode and valgrind take
+ * and give one object at a time (sm_mcentral_alloc_one, _free_one), which
+ * reads and writes nothing in the object: in checked mode all of a free
+ * object is poison, verified when it is handed out again (check.c).  In
+ * checked mode a span keeps its objects' states (s->checkstate), dropped
+ * when it goes back to the heap.
  *
  * Locking: c->lock guards the lists and every span on them.  The heap lock
  * is taken inside it (order: mcentral, then heap), or with it dropped while
@@ -73,22 +77,32 @@ static void give_back(struct sm_mheap *h, struct sm_mspan *s)
     sm_mheap_free(h, s);
 }
 
+/* A span with a free object (c->lock held, dropped while a new span is
+ * made); NULL if the heap has no memory. */
+static struct sm_mspan *span_with_free(struct sm_mcentral *c, struct sm_mheap *h)
+{
+    struct sm_mspan *s = c->partial;
+    if (s == NULL) {
+        pthread_mutex_unlock(&c->lock);
+        s = sm_mheap_alloc(h, sm_class_to_npages[c->sizeclass], 0, (uint8_t)c->sizeclass);
+        pthread_mutex_lock(&c->lock);
+        if (s == NULL)
+            return NULL;
+        c->nspans++;
+        set_list(c, s, SM_LIST_PARTIAL);
+    }
+    return s;
+}
+
 uint32_t sm_mcentral_alloc_batch(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, void **head)
 {
     uint32_t got = 0;
     void *list = NULL;
     pthread_mutex_lock(&c->lock);
     while (got < want) {
-        struct sm_mspan *s = c->partial;
-        if (s == NULL) {
-            pthread_mutex_unlock(&c->lock);
-            s = sm_mheap_alloc(h, sm_class_to_npages[c->sizeclass], 0, (uint8_t)c->sizeclass);
-            pthread_mutex_lock(&c->lock);
-            if (s == NULL)
-                break;
-            c->nspans++;
-            set_list(c, s, SM_LIST_PARTIAL);
-        }
+        struct sm_mspan *s = span_with_free(c, h);
+        if (s == NULL)
+            break;
         got += sm_mspan_take(s, want - got, &list);
         if (s->nfree == 0)
             set_list(c, s, SM_LIST_FULL);
@@ -98,38 +112,73 @@ uint32_t sm_mcentral_alloc_batch(struct sm_mcentral *c, struct sm_mheap *h, uint
     return got;
 }
 
-void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n)
+void *sm_mcentral_alloc_one(struct sm_mcentral *c, struct sm_mheap *h)
 {
-    struct sm_mspan *empty = NULL;   /* spans to give back, linked by next */
-    uint32_t nobjs = sm_class_to_nobjs[c->sizeclass];
-    void *from = NULL;   /* the object whose link gave p */
+    void *p = NULL;
     pthread_mutex_lock(&c->lock);
-    for (uint32_t i = 0; i < n; i++) {
-        void *p = head;
-        /* The page map already has to be read: checking that p is an
-         * object of this class before writing through it costs little. */
-        struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
-        if (sm_unlikely(s == NULL || s->state != SM_SPAN_SMALL || s->sizeclass != c->sizeclass ||
-                        !sm_mspan_is_object(s, (uintptr_t)p)))
-            sm_freelist_corrupt("free", from, p);
-        head = sm_link_load(p);
-        from = p;
-        sm_mspan_put(s, p);
-        if (s->nfree == nobjs && (c->partial != s || s->next != NULL)) {
-            set_list(c, s, SM_LIST_NONE);
-            c->nspans--;
-            s->next = empty;
-            empty = s;
-        } else if (s->list != SM_LIST_PARTIAL) {
-            set_list(c, s, SM_LIST_PARTIAL);
-        }
+    struct sm_mspan *s = span_with_free(c, h);
+    if (s != NULL) {
+        p = sm_mspan_take_one(s);
+        if (s->nfree == 0)
+            set_list(c, s, SM_LIST_FULL);
     }
     pthread_mutex_unlock(&c->lock);
+    return p;
+}
+
+/* Mark p free in its span (c->lock held); a span now all free goes on
+ * *empty, to be given back.  from: the object whose link gave p. */
+static void put(struct sm_mcentral *c, void *p, const void *from, struct sm_mspan **empty)
+{
+    /* The page map already has to be read: checking that p is an object
+     * of this class before anything reads through it costs little. */
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    if (sm_unlikely(s == NULL || s->state != SM_SPAN_SMALL || s->sizeclass != c->sizeclass ||
+                    !sm_mspan_is_object(s, (uintptr_t)p)))
+        sm_freelist_corrupt("free", from, p);
+    sm_mspan_put(s, p);
+    if (s->nfree == sm_class_to_nobjs[c->sizeclass] && (c->partial != s || s->next != NULL)) {
+        set_list(c, s, SM_LIST_NONE);
+        c->nspans--;
+        s->next = *empty;
+        *empty = s;
+    } else if (s->list != SM_LIST_PARTIAL) {
+        set_list(c, s, SM_LIST_PARTIAL);
+    }
+}
+
+static void give_back_all(struct sm_mheap *h, struct sm_mspan *empty)
+{
     while (empty) {
         struct sm_mspan *s = empty;
         empty = s->next;
         give_back(h, s);
     }
+}
+
+void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n)
+{
+    struct sm_mspan *empty = NULL;   /* spans to give back, linked by next */
+    void *from = NULL;
+    uintptr_t key = sm_freelist_key;
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < n; i++) {
+        void *p = head;
+        put(c, p, from, &empty);   /* checks p before its link is read */
+        head = (void *)((uintptr_t)*(void **)p ^ (uintptr_t)p ^ key);   /* sm_freelist_decode */
+        from = p;
+    }
+    pthread_mutex_unlock(&c->lock);
+    give_back_all(h, empty);
+}
+
+void sm_mcentral_free_one(struct sm_mcentral *c, struct sm_mheap *h, void *p)
+{
+    struct sm_mspan *empty = NULL;
+    pthread_mutex_lock(&c->lock);
+    put(c, p, NULL, &empty);
+    pthread_mutex_unlock(&c->lock);
+    give_back_all(h, empty);
 }
 
 void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap *h)
@@ -149,9 +198,5 @@ void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap *h)
         s = next;
     }
     pthread_mutex_unlock(&c->lock);
-    while (empty) {
-        s = empty;
-        empty = s->next;
-        give_back(h, s);
-    }
+    give_back_all(h, empty);
 }

@@ -6,8 +6,14 @@
  * Free runs live in exact-size lists for 1..127 pages and one list for longer
  * runs, searched best fit (tcmalloc's classic page heap; Go's radix-tree page
  * allocator is address-ordered first fit, which we do not need without a
- * moving GC).  Within a list, runs whose pages are all resident go first, so
- * allocation prefers dirty pages and leaves released ones released.
+ * moving GC).  A bitmap of the non-empty exact-size lists finds the first
+ * fit in two word scans instead of a walk over up to 127 list heads.
+ * Within a list, runs whose pages are all resident go first, so allocation
+ * prefers dirty pages and leaves released ones released.
+ *
+ * A large span comes back either live (SM_SPAN_LARGE: counted as a free of
+ * a large object) or from a thread's large cache (SM_SPAN_CACHED: its free
+ * was counted when it went into the cache; largecache.c).
  *
  * Page states (per page, in the arena's released bitmap) and the stats:
  *   pages_sys      = pages_inuse + pages_free          (always)
@@ -21,10 +27,14 @@
  * Locking: h->lock guards everything here, the page map's writes, and the
  * span fixalloc.  Lock order: sm_mcache_lock, then an mcentral lock, then the
  * heap lock.  madvise runs without the heap lock: the run being released is
- * taken out of the free lists (state SCAVENGING) meanwhile.
+ * taken out of the free lists (state SCAVENGING) meanwhile.  Before growing
+ * past the soft memory limit the heap calls h->reclaim with its lock
+ * dropped, which takes sm_mcache_lock and then the heap lock again; so
+ * sm_mheap_alloc is never called with sm_mcache_lock held.
  */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "spanmalloc.h"
@@ -100,11 +110,17 @@ static void free_insert(struct sm_mheap *h, struct sm_mspan *s)
         list_push_front(l, s);
     else
         list_push_back(l, s);
+    if (s->npages < SM_HEAP_NLISTS)
+        h->nonempty[s->npages / 64] |= (uint64_t)1 << (s->npages % 64);
 }
 
 static void free_remove(struct sm_mheap *h, struct sm_mspan *s)
 {
-    list_remove(free_list_for(h, s->npages), s);
+    size_t n = s->npages;
+    struct sm_spanlist *l = free_list_for(h, n);
+    list_remove(l, s);
+    if (n < SM_HEAP_NLISTS && l->first == NULL)
+        h->nonempty[n / 64] &= ~((uint64_t)1 << (n % 64));
 }
 
 static struct sm_mspan *span_new(struct sm_mheap *h)
@@ -156,9 +172,14 @@ static void free_join_insert(struct sm_mheap *h, struct sm_mspan *s)
  * which is a dirty one when there is one. */
 static struct sm_mspan *find_fit(struct sm_mheap *h, size_t npages)
 {
-    for (size_t n = npages; n < SM_HEAP_NLISTS; n++)
-        if (h->free[n].first)
-            return h->free[n].first;
+    /* The first non-empty exact-size list from npages on, by its bit. */
+    for (size_t w = npages / 64; npages < SM_HEAP_NLISTS && w < SM_HEAP_NLISTS / 64; w++) {
+        uint64_t bits = h->nonempty[w];
+        if (w == npages / 64)
+            bits &= ~(uint64_t)0 << (npages % 64);
+        if (bits)
+            return h->free[w * 64 + (size_t)__builtin_ctzll(bits)].first;
+    }
     struct sm_mspan *best = NULL;
     for (struct sm_mspan *s = h->freelarge.first; s; s = s->next) {
         if (s->npages < npages)
@@ -223,6 +244,18 @@ static bool grow(struct sm_mheap *h, size_t npages)
     return true;
 }
 
+/* Released pages of [base, base + npages), a part of free run s: none or
+ * all without looking when the run is all resident or all released. */
+static size_t run_released(uint32_t run_released_pages, size_t run_pages, uintptr_t base,
+                           size_t npages)
+{
+    if (run_released_pages == 0)
+        return 0;
+    if (run_released_pages == run_pages)
+        return npages;
+    return sm_pagemap_count_released(base, npages);
+}
+
 /* Carve [base, base + npages) out of free run s (already out of its list),
  * giving the head and tail back as free runs. */
 static bool carve(struct sm_mheap *h, struct sm_mspan *s, size_t npages, size_t align_pages)
@@ -247,7 +280,7 @@ static bool carve(struct sm_mheap *h, struct sm_mspan *s, size_t npages, size_t 
         hs->npages = head;
         hs->state = SM_SPAN_FREE;
         hs->idle_since = s->idle_since;
-        hs->nreleased = (uint32_t)sm_pagemap_count_released(hs->base, head);
+        hs->nreleased = (uint32_t)run_released(s->nreleased, s->npages, hs->base, head);
         sm_pagemap_set_span(hs->base, hs);
         sm_pagemap_set_span(hs->base + PAGE_BYTES(head - 1), hs);
         free_insert(h, hs);
@@ -257,7 +290,7 @@ static bool carve(struct sm_mheap *h, struct sm_mspan *s, size_t npages, size_t 
         ts->npages = tail;
         ts->state = SM_SPAN_FREE;
         ts->idle_since = s->idle_since;
-        ts->nreleased = (uint32_t)sm_pagemap_count_released(ts->base, tail);
+        ts->nreleased = (uint32_t)run_released(s->nreleased, s->npages, ts->base, tail);
         sm_pagemap_set_span(ts->base, ts);
         sm_pagemap_set_span(ts->base + PAGE_BYTES(tail - 1), ts);
         free_insert(h, ts);
@@ -275,10 +308,14 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
     if (s == NULL) {
         size_t limit = __atomic_load_n(&sm_opts.memlimit, __ATOMIC_RELAXED);
         uint64_t resident = PAGE_BYTES(h->st.pages_sys - h->st.pages_released + need);
-        if (limit != SIZE_MAX && resident > limit && h->st.pages_free > h->st.pages_released) {
-            /* Soft limit (GOMEMLIMIT): give idle pages back before
-             * mapping more.  The allocation goes on either way. */
+        if (limit != SIZE_MAX && resident > limit &&
+            (h->reclaim != NULL || h->st.pages_free > h->st.pages_released)) {
+            /* Soft limit (GOMEMLIMIT): take back the spans the threads
+             * keep for reuse, and give idle pages back, before mapping
+             * more.  The allocation goes on either way. */
             sm_mheap_unlock(h);
+            if (h->reclaim != NULL)
+                h->reclaim();
             sm_mheap_scavenge(h, resident - limit, 0, SM_SCAV_LIMIT);
             sm_mheap_lock(h);
             s = find_fit(h, need);
@@ -291,12 +328,14 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
         }
     }
     free_remove(h, s);
+    uint32_t run_nreleased = s->nreleased;
+    size_t run_npages = s->npages;
     if (!carve(h, s, npages, align_pages)) {
         free_insert(h, s);
         sm_mheap_unlock(h);
         return NULL;
     }
-    size_t released = sm_pagemap_count_released(s->base, npages);
+    size_t released = run_released(run_nreleased, run_npages, s->base, npages);
     if (released) {
         sm_pagemap_mark_released(s->base, npages, false);
         h->st.pages_released -= released;
@@ -307,6 +346,7 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
     s->idle_since = 0;
     s->needzero = sm_pagemap_take_needzero(s->base, npages);
     s->specials = NULL;
+    s->sampled = 0;
     sm_pagemap_set_spans(s->base, npages, s);
     if (kind == SM_PAGE_LARGE) {
         s->state = SM_SPAN_LARGE;
@@ -326,7 +366,8 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
 
 void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
 {
-    uint64_t now = sm_nanotime();
+    /* Idle times matter to the scavenger in seconds: the coarse clock. */
+    uint64_t now = sm_nanotime_coarse();
     sm_mheap_lock(h);
     if (s->state == SM_SPAN_LARGE) {
         h->st.large_nfree++;
@@ -338,12 +379,82 @@ void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
     s->state = SM_SPAN_FREE;
     s->list = SM_LIST_NONE;
     s->sizeclass = 0;
-    s->freelist = NULL;
     s->specials = NULL;
+    s->sampled = 0;
     s->nreleased = 0;
     s->idle_since = now;
     free_join_insert(h, s);
     sm_mheap_unlock(h);
+}
+
+/* ---- resizing a large span in place (realloc) ---------------------------- */
+
+bool sm_mheap_extend(struct sm_mheap *h, struct sm_mspan *s, size_t npages)
+{
+    SM_DEBUG_ASSERT(s->state == SM_SPAN_LARGE && npages > s->npages);
+    size_t more = npages - s->npages;
+    uintptr_t after = s->base + PAGE_BYTES(s->npages);
+    sm_mheap_lock(h);
+    if (sm_pagemap_kind(after) != SM_PAGE_FREE) {
+        sm_mheap_unlock(h);
+        return false;
+    }
+    struct sm_mspan *n = sm_pagemap_span(after);
+    if (n->state != SM_SPAN_FREE || n->base != after || n->npages < more) {
+        sm_mheap_unlock(h);
+        return false;
+    }
+    free_remove(h, n);
+    uint32_t run_nreleased = n->nreleased;
+    size_t run_npages = n->npages;
+    if (!carve(h, n, more, 0)) {
+        free_insert(h, n);
+        sm_mheap_unlock(h);
+        return false;
+    }
+    size_t released = run_released(run_nreleased, run_npages, after, more);
+    if (released) {
+        sm_pagemap_mark_released(after, more, false);
+        h->st.pages_released -= released;
+    }
+    h->st.pages_free -= more;
+    h->st.pages_inuse += more;
+    h->st.large_bytes_alloc += PAGE_BYTES(more);
+    (void)sm_pagemap_take_needzero(after, more);
+    sm_pagemap_set_spans(after, more, s);
+    sm_pagemap_set_kind(after, more, SM_PAGE_LARGE);
+    s->npages = npages;
+    span_dispose(h, n);
+    sm_mheap_unlock(h);
+    return true;
+}
+
+bool sm_mheap_shrink(struct sm_mheap *h, struct sm_mspan *s, size_t npages)
+{
+    SM_DEBUG_ASSERT(s->state == SM_SPAN_LARGE && npages > 0 && npages < s->npages);
+    uint64_t now = sm_nanotime_coarse();
+    size_t less = s->npages - npages;
+    sm_mheap_lock(h);
+    struct sm_mspan *t = span_new(h);
+    if (t == NULL) {
+        sm_mheap_unlock(h);
+        return false;
+    }
+    t->base = s->base + PAGE_BYTES(npages);
+    t->npages = less;
+    t->state = SM_SPAN_FREE;
+    t->nreleased = 0;
+    t->idle_since = now;
+    sm_pagemap_set_kind(t->base, less, SM_PAGE_FREE);
+    h->st.pages_inuse -= less;
+    h->st.pages_free += less;
+    h->st.large_bytes_free += PAGE_BYTES(less);
+    s->npages = npages;
+    if (s->needzero > npages)
+        s->needzero = npages;
+    free_join_insert(h, t);
+    sm_mheap_unlock(h);
+    return true;
 }
 
 /* ---- giving pages back --------------------------------------------------- */
@@ -377,10 +488,21 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
     size_t min_pages = why == SM_SCAV_EXPLICIT ? 1 : (64 * 1024) >> SM_PAGE_SHIFT;
     size_t done = 0;
     sm_mheap_lock(h);
-    while (done < max_bytes) {
-        struct sm_mspan *s = oldest_dirty(h, idle_before_ns, min_pages);
-        if (s == NULL)
-            break;
+    for (;;) {
+        struct sm_mspan *s = done < max_bytes ? oldest_dirty(h, idle_before_ns, min_pages) : NULL;
+        if (s == NULL) {
+            /* An explicit release returns only when every idle page is
+             * released: runs another thread (the scavenger) has out for
+             * madvise are waited for, and what they kept resident goes
+             * next time round. */
+            if (why != SM_SCAV_EXPLICIT || done >= max_bytes || h->scavenging.first == NULL)
+                break;
+            sm_mheap_unlock(h);
+            struct timespec ts = {0, 50 * 1000};
+            nanosleep(&ts, NULL);
+            sm_mheap_lock(h);
+            continue;
+        }
         free_remove(h, s);
         s->state = SM_SPAN_SCAVENGING;
         list_push_front(&h->scavenging, s);
@@ -471,6 +593,8 @@ void sm_mheap_check(struct sm_mheap *h)
         }
         if (len != l->len)
             sm_throw("mheap: free list length");
+        if (i < SM_HEAP_NLISTS && ((h->nonempty[i / 64] >> (i % 64)) & 1) != (l->first != NULL))
+            sm_throw("mheap: non-empty list bitmap disagrees with the lists");
     }
     if (free_pages != h->st.pages_free)
         sm_throw("mheap: pages_free disagrees with free lists");

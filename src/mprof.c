@@ -18,8 +18,8 @@
  *
  * What.  sm_mprof_record_alloc runs on the slow path after the object is
  * allocated, with no allocator lock held.  It captures the stack
- * (stack.c: libgcc's DWARF unwinder, so programs without frame pointers
- * unwind), leaves out our own frames (its own and the slow path's, always
+ * (stack.c: the DWARF call frame information, through cached rules, so
+ * programs without frame pointers unwind), leaves out our own frames (its own and the slow path's, always
  * ours, then any whose address is in this library's text, then C++'s
  * operator new, so the leaf is the function that allocated), and charges
  * the bucket of that stack and size.  The size must be what the countdown
@@ -36,20 +36,33 @@
  * sm_mprof_record_free; the bit is cleared when the span's last special
  * goes.  A large span is always freed on the slow path, which checks
  * s->specials.  A free walks its span's short list, not a hash table, and
- * only frees in marked spans pay even that.
+ * only frees in marked spans pay even that.  Most frees in a marked span
+ * are of objects that were not sampled (a span of 4 KiB objects holds 8 of
+ * them; of 16 B objects, 512), so the span also keeps s->sampled, a bit
+ * per object index mod 64, set under prof_lock before the sampled
+ * object is handed out and recomputed from the list when a special goes:
+ * a free whose bit is clear returns at once, with no lock.  That is safe
+ * without one because the bit of a live sampled object stays set, and the
+ * thread freeing it got the object after the bit was set.
  *
  * Locks, in order:
- *   stripes[i]  the specials lists of the spans that hash to i (a span has
- *               no lock of its own); taken by record_alloc to insert and by
- *               record_free to look up and remove.
- *   the heap lock, inside a stripe, to set or clear SM_PAGE_SLOW: the page
+ *   prof_lock   the bucket table, the bucket counts, the specials' fixalloc,
+ *               every span's specials list and its sampled bits (writes).
+ *               Taken once per sample and once per free of a sampled object
+ *               (or of an object sharing its bit), and held for a few
+ *               hundred instructions.  Locks of their own for the span
+ *               lists would make that two locks a sample and two a
+ *               sampled free; with the sampled bits few frees need one.
+ *   the heap lock, inside prof_lock, to set or clear SM_PAGE_SLOW: the page
  *               map's writes are guarded by it.
- *   prof_lock   (never together with a stripe) the bucket table, the bucket
- *               counts, the specials' fixalloc.  Taken once per sample and
- *               once per free of a sampled object.
- * Nothing under any of them calls malloc or the unwinder; the stack is
- * captured before any is taken.  The fork handlers take them all before
- * the allocator's own (malloc.c).
+ * Nothing under either calls malloc or the unwinder; the stack is captured
+ * before any is taken.  The fork handlers take them before the allocator's
+ * own (malloc.c).
+ *
+ * A sample's cost is mostly cache misses (the lock, the span, the bucket
+ * table, a special: each a line the program's own work has evicted since
+ * the last sample), so record_alloc prefetches the ones it knows before it
+ * walks the stack, and the walk hides their latency.
  *
  * Recursion.  If the unwinder (or anything the profiler calls) allocates,
  * that allocation is not sampled: tls_busy is set while the profiler runs
@@ -87,7 +100,6 @@
  * and the slow path that called it (sm_mcache_alloc_slow, or
  * sm_large_alloc, perhaps inlined into an entry point): both are ours. */
 #define SM_MPROF_SKIP 2
-#define SM_MPROF_STRIPES 64
 #define SM_MPROF_CHUNK ((size_t)64 * 1024)
 #define SM_MPROF_TABLE_MIN 1024
 #define SM_MPROF_MAX_RANGES 16
@@ -95,9 +107,7 @@
 #define SM_MPROF_MAX_SIGNAL_WRITES 4
 
 struct sm_mprof_bucket {
-    struct sm_mprof_bucket *hnext;     /* hash chain */
     struct sm_mprof_bucket *allnext;   /* every bucket, newest first */
-    uint64_t hash;
     size_t size;                       /* bytes of each object */
     uint64_t alloc_objects, alloc_bytes;
     uint64_t free_objects, free_bytes;
@@ -105,17 +115,16 @@ struct sm_mprof_bucket {
     uintptr_t stk[];                   /* return addresses, leaf first */
 };
 
-struct stripe {
-    pthread_mutex_t lock;
-} __attribute__((aligned(64)));
-
-static struct stripe stripes[SM_MPROF_STRIPES] = {
-    [0 ... SM_MPROF_STRIPES - 1] = { PTHREAD_MUTEX_INITIALIZER },
-};
-
 /* ---- under prof_lock ---- */
 static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct sm_mprof_bucket **table;
+/* The bucket table: open addressing, linear probing, at most half full.
+ * A slot holds the hash beside the pointer, so a probe touches no bucket
+ * but the one that matches, and growing reads the table alone. */
+struct bucket_slot {
+    uint64_t hash;
+    struct sm_mprof_bucket *b;         /* NULL: empty */
+};
+static struct bucket_slot *table;
 static size_t table_cap, nbuckets;
 static struct sm_mprof_bucket *all_buckets;
 static char *bump;                     /* bucket memory: rest of a chunk */
@@ -232,21 +241,20 @@ static void *bucket_mem(size_t n)
     return p;
 }
 
-/* Double the table; on failure keep the old one (longer chains). */
-static void table_grow(void)
+/* Double the table; false if the OS gives no memory (the old one stays). */
+static bool table_grow(void)
 {
     size_t cap = table_cap ? table_cap * 2 : SM_MPROF_TABLE_MIN;
-    struct sm_mprof_bucket **t = sm_os_alloc(cap * sizeof *t);
+    struct bucket_slot *t = sm_os_alloc(cap * sizeof *t);
     if (t == NULL)
-        return;
+        return false;
     for (size_t i = 0; i < table_cap; i++) {
-        struct sm_mprof_bucket *b = table[i], *next;
-        for (; b; b = next) {
-            next = b->hnext;
-            size_t j = b->hash & (cap - 1);
-            b->hnext = t[j];
-            t[j] = b;
-        }
+        if (table[i].b == NULL)
+            continue;
+        size_t j = table[i].hash & (cap - 1);
+        while (t[j].b != NULL)
+            j = (j + 1) & (cap - 1);
+        t[j] = table[i];
     }
     if (table) {
         sm_os_free(table, table_cap * sizeof *t);
@@ -255,30 +263,33 @@ static void table_grow(void)
     __atomic_add_fetch(&prof_sys, cap * sizeof *t, __ATOMIC_RELAXED);
     table = t;
     table_cap = cap;
+    return true;
 }
 
-static struct sm_mprof_bucket *bucket_get(const uintptr_t *stk, int n, size_t size)
+/* The bucket of stack stk[0..n) and size, whose hash_stack is h: found, or
+ * made.  NULL when there is no memory for a new one. */
+static struct sm_mprof_bucket *bucket_get(uint64_t h, const uintptr_t *stk, int n, size_t size)
 {
-    uint64_t h = hash_stack(stk, n, size);
-    if (table_cap == 0 || nbuckets >= table_cap)
-        table_grow();
-    if (table_cap == 0)
+    /* Grow at half full; if that fails, go on up to 7/8 full. */
+    if (2 * (nbuckets + 1) > table_cap && !table_grow() &&
+        (table_cap == 0 || 8 * (nbuckets + 1) > 7 * table_cap))
         return NULL;
-    size_t i = h & (table_cap - 1);
-    for (struct sm_mprof_bucket *b = table[i]; b; b = b->hnext)
-        if (b->hash == h && b->size == size && b->nstk == (uint32_t)n &&
+    size_t mask = table_cap - 1, i = h & mask;
+    for (; table[i].b != NULL; i = (i + 1) & mask) {
+        struct sm_mprof_bucket *b = table[i].b;
+        if (table[i].hash == h && b->size == size && b->nstk == (uint32_t)n &&
             memcmp(b->stk, stk, (size_t)n * sizeof *stk) == 0)
             return b;
+    }
     struct sm_mprof_bucket *b = bucket_mem(sizeof *b + (size_t)n * sizeof *stk);
     if (b == NULL)
         return NULL;
     memset(b, 0, sizeof *b);
-    b->hash = h;
     b->size = size;
     b->nstk = (uint32_t)n;
     memcpy(b->stk, stk, (size_t)n * sizeof *stk);
-    b->hnext = table[i];
-    table[i] = b;
+    table[i].hash = h;
+    table[i].b = b;
     b->allnext = all_buckets;
     all_buckets = b;
     nbuckets++;
@@ -294,12 +305,7 @@ static struct sm_special *special_new(void)
     return sp;
 }
 
-/* ---- specials (a stripe lock) ------------------------------------------- */
-
-static struct stripe *stripe_of(const struct sm_mspan *s)
-{
-    return &stripes[(((uintptr_t)s >> 4) * 0x9e3779b97f4a7c15ull) >> 58];
-}
+/* ---- specials (prof_lock) ------------------------------------------------ */
 
 static void span_set_slow(struct sm_mspan *s, bool slow)
 {
@@ -308,13 +314,29 @@ static void span_set_slow(struct sm_mspan *s, bool slow)
     sm_mheap_unlock(&sm_heap);
 }
 
+/* sp's bit in s->sampled: the object's index mod 64 (a large span has one
+ * object). */
+static uint64_t special_bit(const struct sm_mspan *s, uintptr_t a)
+{
+    if (s->state != SM_SPAN_SMALL)
+        return 1;
+    return (uint64_t)1 << (sm_mspan_objindex(s, a) & 63);
+}
+
+/* Recompute s->sampled from its list. */
+static void span_sampled_update(struct sm_mspan *s)
+{
+    uint64_t m = 0;
+    for (struct sm_special *sp = s->specials; sp != NULL; sp = sp->next)
+        m |= special_bit(s, sp->addr);
+    __atomic_store_n(&s->sampled, m, __ATOMIC_RELAXED);
+}
+
 /* Put sp on its span's list.  A special already there for the same address
  * (its free went unseen) is taken off and returned, to be counted freed. */
 static struct sm_special *span_add_special(struct sm_mspan *s, struct sm_special *sp)
 {
-    struct stripe *st = stripe_of(s);
     struct sm_special *stale = NULL;
-    pthread_mutex_lock(&st->lock);
     bool first = s->specials == NULL;
     struct sm_special **pp = &s->specials;
     while (*pp != NULL && (*pp)->addr < sp->addr)
@@ -325,31 +347,31 @@ static struct sm_special *span_add_special(struct sm_mspan *s, struct sm_special
     }
     sp->next = *pp;
     *pp = sp;
+    /* Set before the object is handed out: whoever frees it got it after
+     * this store, through the program's own synchronisation. */
+    __atomic_store_n(&s->sampled, s->sampled | special_bit(s, sp->addr), __ATOMIC_RELAXED);
     if (first && s->state == SM_SPAN_SMALL)
         span_set_slow(s, true);
-    pthread_mutex_unlock(&st->lock);
     return stale;
 }
 
 static struct sm_special *span_take_special(struct sm_mspan *s, uintptr_t a)
 {
-    struct stripe *st = stripe_of(s);
     struct sm_special *sp = NULL;
-    pthread_mutex_lock(&st->lock);
     struct sm_special **pp = &s->specials;
     while (*pp != NULL && (*pp)->addr < a)
         pp = &(*pp)->next;
     if (*pp != NULL && (*pp)->addr == a) {
         sp = *pp;
         *pp = sp->next;
+        span_sampled_update(s);
         if (s->specials == NULL && s->state == SM_SPAN_SMALL)
             span_set_slow(s, false);
     }
-    pthread_mutex_unlock(&st->lock);
     return sp;
 }
 
-/* Count sp's object freed and give sp back (prof_lock). */
+/* Count sp's object freed and give sp back. */
 static void special_done(struct sm_special *sp)
 {
     struct sm_mprof_bucket *b = sp->bucket;
@@ -447,6 +469,14 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
 {
     if (!tls_expired_armed || tls_busy || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
         return;
+    uintptr_t a = (uintptr_t)p;
+    struct sm_mspan *s = sm_pagemap_span(a);
+    if (s == NULL || (s->state != SM_SPAN_SMALL && s->state != SM_SPAN_LARGE))
+        return;
+    /* Lines the work below needs, fetched while the stack is walked. */
+    __builtin_prefetch(&prof_lock, 1);
+    __builtin_prefetch(&s->specials, 1);
+    __builtin_prefetch(&special_alloc, 1);
     tls_busy = 1;
     uintptr_t pcs[SM_STACK_MAX + 16];
     int n = sm_stack_capture(pcs, SM_STACK_MAX + 16, SM_MPROF_SKIP);
@@ -456,30 +486,29 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
     if (n > SM_STACK_MAX)
         n = SM_STACK_MAX;
 
-    uintptr_t a = (uintptr_t)p;
-    struct sm_mspan *s = sm_pagemap_span(a);
-    if (s == NULL || (s->state != SM_SPAN_SMALL && s->state != SM_SPAN_LARGE)) {
-        tls_busy = 0;
-        return;
-    }
+    uint64_t h = hash_stack(stk, n, size);
     pthread_mutex_lock(&prof_lock);
-    struct sm_mprof_bucket *b = bucket_get(stk, n, size);
-    struct sm_special *sp = b ? special_new() : NULL;
-    if (sp != NULL) {
-        b->alloc_objects++;
-        b->alloc_bytes += size;
-    }
-    pthread_mutex_unlock(&prof_lock);
+    /* The bucket's slot is fetched while the special goes in. */
+    if (table_cap != 0)
+        __builtin_prefetch(&table[h & (table_cap - 1)]);
+    struct sm_special *sp = special_new();
     if (sp != NULL) {
         sp->addr = a;
-        sp->bucket = b;
         struct sm_special *stale = span_add_special(s, sp);
-        if (stale != NULL) {
-            pthread_mutex_lock(&prof_lock);
+        if (stale != NULL)
             special_done(stale);
-            pthread_mutex_unlock(&prof_lock);
+        struct sm_mprof_bucket *b = bucket_get(h, stk, n, size);
+        if (b != NULL) {
+            b->alloc_objects++;
+            b->alloc_bytes += size;
+            sp->bucket = b;
+        } else {
+            /* No memory for a bucket: the sample is lost. */
+            span_take_special(s, a);
+            sm_fixalloc_free(&special_alloc, sp);
         }
     }
+    pthread_mutex_unlock(&prof_lock);
     tls_busy = 0;
 }
 
@@ -487,17 +516,20 @@ void sm_mprof_record_free(void *p, struct sm_mspan *s)
 {
     if (s == NULL)
         return;
-    struct sm_special *sp = span_take_special(s, (uintptr_t)p);
-    if (sp == NULL)
+    /* Most frees in a marked span are of objects that were not sampled:
+     * their bit is clear, and they take no lock. */
+    if ((__atomic_load_n(&s->sampled, __ATOMIC_RELAXED) & special_bit(s, (uintptr_t)p)) == 0)
         return;
     pthread_mutex_lock(&prof_lock);
-    special_done(sp);
+    struct sm_special *sp = span_take_special(s, (uintptr_t)p);
+    if (sp != NULL)
+        special_done(sp);
     pthread_mutex_unlock(&prof_lock);
 }
 
 uint64_t sm_mprof_sys(void)
 {
-    return __atomic_load_n(&prof_sys, __ATOMIC_RELAXED);
+    return __atomic_load_n(&prof_sys, __ATOMIC_RELAXED) + sm_stack_sys();
 }
 
 /* ---- writing --------------------------------------------------------------- */
@@ -662,6 +694,8 @@ void sm_mprof_init(void)
     uint8_t busy = tls_busy;
     tls_busy = 1;
     sm_fixalloc_init(&special_alloc, sizeof(struct sm_special));
+    /* Before the program can have loaded anything with dlopen. */
+    sm_stack_boot();
     size_t rate = __atomic_load_n(&sm_opts.profile_rate, __ATOMIC_RELAXED);
     if (rate != 0) {
         __atomic_store_n(&last_rate, rate, __ATOMIC_RELAXED);
@@ -690,19 +724,15 @@ void sm_mprof_at_exit(void)
     sm_mprof_write_named(0);
 }
 
-/* ---- fork: every profiler lock is taken, before the allocator's ---- */
+/* ---- fork: the profiler's lock is taken, before the allocator's ---- */
 
 void sm_mprof_fork_prepare(void)
 {
     pthread_mutex_lock(&prof_lock);
-    for (int i = 0; i < SM_MPROF_STRIPES; i++)
-        pthread_mutex_lock(&stripes[i].lock);
 }
 
 void sm_mprof_fork_parent(void)
 {
-    for (int i = SM_MPROF_STRIPES - 1; i >= 0; i--)
-        pthread_mutex_unlock(&stripes[i].lock);
     pthread_mutex_unlock(&prof_lock);
 }
 

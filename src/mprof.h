@@ -18,7 +18,7 @@ struct sm_mprof_bucket;
 /* A sampled object that is still live, on its span's list (mspan.specials,
  * sorted by address, as Go's mspan.specials): its free finds the bucket to
  * charge here, with no hash look-up.  One list per span, guarded by the
- * span's stripe lock in mprof.c. */
+ * profiler's lock in mprof.c. */
 struct sm_special {
     struct sm_special *next;           /* next object of the span, higher address */
     uintptr_t addr;                    /* the object */

@@ -2,14 +2,17 @@
  * mstats.c - MemStats for C programs: reading, printing, logging.
  *
  * Counters are kept where they are cheap to keep: per thread in the cache
- * (objects allocated and freed per class; one plain add on the fast path,
+ * (objects allocated and freed per class, one plain add on the fast path;
+ * large objects served from and freed into the thread's large cache;
  * merged on read as Go merges per-P stats), in the heap under its lock
- * (pages, large objects, releases), in the fixallocs (metadata).
+ * (pages, large objects it handed out and got back, releases), in the
+ * fixallocs (metadata).
  *
  * A read takes sm_mcache_lock (so no thread can exit and move its counts
- * meanwhile), sums every cache's frees and only then its mallocs: a free is
- * counted only after its malloc, so reading frees first keeps mallocs >=
- * frees while other threads run.  Then the heap lock, for the heap fields.
+ * meanwhile), sums every cache's frees, then takes the heap's fields under
+ * the heap lock, and only then sums the caches' mallocs: a free is counted
+ * only after its malloc, so reading frees first keeps mallocs >= frees
+ * while other threads run, whichever of the cache or the heap counted each.
  * At quiescence every invariant in spanmalloc.h holds exactly.
  *
  * The field list is SM_MEMSTATS_FIELDS in spanmalloc.h: the struct, both
@@ -61,31 +64,48 @@ void sm_read_memstats(struct sm_memstats *out)
     memset(out, 0, sizeof *out);
     sm_init();
     uint64_t nfree[SM_NUM_SIZE_CLASSES] = {0}, nmalloc[SM_NUM_SIZE_CLASSES] = {0};
+    uint64_t large_nfree, large_nmalloc, large_bytes_free, large_bytes_alloc;
     pthread_mutex_lock(&sm_mcache_lock);
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
         nfree[cls] = sm_dead.nfree[cls];
-    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
+    large_nfree = sm_dead.large_nfree;
+    large_bytes_free = sm_dead.large_bytes_free;
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next) {
         for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
             nfree[cls] += SM_COUNTER_READ(c->c[cls].nfree);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
-        nmalloc[cls] = sm_dead.nmalloc[cls];
-    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
-        for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
-            nmalloc[cls] += SM_COUNTER_READ(c->c[cls].nmalloc);
-    out->mcache_inuse = sm_mcache_alloc.inuse;
-    out->mcache_sys = sm_mcache_alloc.sys;
-    pthread_mutex_unlock(&sm_mcache_lock);
-
+        large_nfree += SM_COUNTER_READ(c->large.nfree);
+        large_bytes_free += SM_COUNTER_READ(c->large.bytes_free);
+    }
+    /* The heap's large counts sit between the caches' frees and mallocs:
+     * every free counted so far had its malloc counted before the reads
+     * below, wherever each was counted. */
     sm_mheap_lock(&sm_heap);
     struct sm_heap_stats st = sm_heap.st;
     out->mspan_inuse = sm_heap.spanalloc.inuse;
     out->mspan_sys = sm_heap.spanalloc.sys;
     sm_mheap_unlock(&sm_heap);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+        nmalloc[cls] = sm_dead.nmalloc[cls];
+    large_nmalloc = sm_dead.large_nmalloc;
+    large_bytes_alloc = sm_dead.large_bytes_alloc;
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next) {
+        for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+            nmalloc[cls] += SM_COUNTER_READ(c->c[cls].nmalloc);
+        large_nmalloc += SM_COUNTER_READ(c->large.nmalloc);
+        large_bytes_alloc += SM_COUNTER_READ(c->large.bytes_alloc);
+    }
+    out->mcache_inuse = sm_mcache_alloc.inuse;
+    out->mcache_sys = sm_mcache_alloc.sys;
+    pthread_mutex_unlock(&sm_mcache_lock);
 
-    uint64_t alloc_bytes = st.large_bytes_alloc, free_bytes = st.large_bytes_free;
-    out->mallocs = st.large_nmalloc;
-    out->frees = st.large_nfree;
+    large_nfree += st.large_nfree;
+    large_bytes_free += st.large_bytes_free;
+    large_nmalloc += st.large_nmalloc;
+    large_bytes_alloc += st.large_bytes_alloc;
+    uint64_t alloc_bytes = large_bytes_alloc, free_bytes = large_bytes_free;
+    out->mallocs = large_nmalloc;
+    out->frees = large_nfree;
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
         struct sm_class_stats *b = &out->by_size[cls - 1];
         b->size = sm_class_to_size[cls];
@@ -98,8 +118,8 @@ void sm_read_memstats(struct sm_memstats *out)
     }
     struct sm_class_stats *large = &out->by_size[SM_NUM_SIZE_CLASSES - 1];
     large->size = 0;
-    large->mallocs = st.large_nmalloc;
-    large->frees = st.large_nfree;
+    large->mallocs = large_nmalloc;
+    large->frees = large_nfree;
     out->num_by_size = SM_NUM_SIZE_CLASSES;
 
     out->total_alloc = alloc_bytes;

@@ -70,18 +70,6 @@ void sm_pagemap_set_span(uintptr_t addr, struct sm_mspan *s)
     sm_arenas[addr >> SM_ARENA_SHIFT]->spans[sm_pagemap_index(addr)] = s;
 }
 
-struct sm_mspan *sm_pagemap_span(uintptr_t addr)
-{
-    struct sm_heap_arena *ar = sm_pagemap_arena(addr);
-    return ar ? ar->spans[sm_pagemap_index(addr)] : NULL;
-}
-
-uint8_t sm_pagemap_kind(uintptr_t addr)
-{
-    struct sm_heap_arena *ar = sm_pagemap_arena(addr);
-    return ar ? ar->pagekind[sm_pagemap_index(addr)] : SM_PAGE_NONE;
-}
-
 /* Bits [i, i+n) of a bitmap: count, set, or clear them word by word. */
 static size_t bits_count(const uint64_t *bm, size_t i, size_t n)
 {

@@ -15,10 +15,15 @@
  * the heap has memory to manage (or stats logging is asked for).  fork()
  * leaves the child without it; the child's next slow path starts a new one.
  *
+ * Each tick also counts sm_scav_epoch, and first takes back the large spans
+ * that have sat unused in a thread's large cache for SM_LARGECACHE_IDLE_TICKS
+ * ticks (largecache.c).
+ *
  * sm_free_os_memory flushes the calling thread's cache, asks every other
  * thread to flush at its next slow path (a generation counter; nobody is
- * stopped or signalled), returns fully free spans from the central lists
- * and releases every idle page.
+ * stopped or signalled), takes every thread's cached large spans back (they
+ * can be taken without the owner: largecache.c), returns fully free spans
+ * from the central lists and releases every idle page.
  */
 #include <errno.h>
 #include <signal.h>
@@ -31,6 +36,7 @@
 #define SM_SCAV_MAX_IDLE_NS (5ull * 1000 * 1000 * 1000)
 
 SM_HIDDEN uint64_t sm_flush_gen;
+SM_HIDDEN uint32_t sm_scav_epoch;
 static int worker_state;   /* 0: not running, 1: starting or running */
 
 /* ---- explicit release ---------------------------------------------------- */
@@ -50,6 +56,7 @@ size_t sm_free_os_memory(void)
         sm_mcache_flush(c);
         c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
     }
+    sm_largecache_reclaim_all();
     sm_release_central_empty();
     return sm_mheap_scavenge(&sm_heap, SIZE_MAX, 0, SM_SCAV_EXPLICIT);
 }
@@ -83,6 +90,11 @@ size_t sm_set_memory_limit(size_t bytes)
 /* One scavenger step; returns bytes released. */
 size_t sm_scavenge_tick(uint64_t now)
 {
+    /* Large spans no thread has reused for a while go back to the heap
+     * first, where the rules below apply to them. */
+    uint32_t epoch = __atomic_add_fetch(&sm_scav_epoch, 1, __ATOMIC_RELAXED);
+    if (epoch > SM_LARGECACHE_IDLE_TICKS)
+        sm_largecache_reclaim(epoch - SM_LARGECACHE_IDLE_TICKS);
     sm_mheap_lock(&sm_heap);
     uint64_t idle_dirty = (sm_heap.st.pages_free - sm_heap.st.pages_released) << SM_PAGE_SHIFT;
     uint64_t inuse = sm_heap.st.pages_inuse << SM_PAGE_SHIFT;

@@ -1,18 +1,26 @@
 /*
  * stack.h - capture the caller's call stack for the heap profiler.
  *
- * See stack.c for the unwinder used and what its first use costs.
+ * See stack.c for the unwinder used, what its first use costs, and when it
+ * falls back to libgcc's.
  */
 #ifndef SM_STACK_H
 #define SM_STACK_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Most frames the profiler records per sample. */
 #define SM_STACK_MAX 64
 
-/* Warm up the unwinder: call once when profiling starts, with no allocator
- * lock held, so any lazy initialisation happens then and not in a sample. */
+/* Note the code of the objects loaded now: call once at start-up, before
+ * the program can have called dlopen.  That code is never unloaded, so
+ * walks through it alone skip the check for unloaded code. */
+void sm_stack_boot(void);
+
+/* Set the unwinder up: call once when profiling starts, with no allocator
+ * lock held, so any lazy initialisation happens then and not in a sample.
+ * Captures before it still work, through libgcc alone. */
 void sm_stack_init(void);
 
 /* Store up to max return addresses of the calling thread's stack in pcs,
@@ -21,5 +29,48 @@ void sm_stack_init(void);
  * innermost frames (physical frames: inlined functions have none) are left
  * out.  Must be called with no allocator lock held. */
 int sm_stack_capture(uintptr_t *pcs, int max, int skip);
+
+/* The same through libgcc's _Unwind_Backtrace alone: the reference the
+ * cached walk must agree with, and its fallback. */
+int sm_stack_capture_unwind(uintptr_t *pcs, int max, int skip);
+
+/* Bytes of OS memory the unwinder holds (its rule cache). */
+size_t sm_stack_sys(void);
+
+/* ---- for tests ---- */
+
+/* How to find a frame's caller from the frame's CFA rule, reduced to the
+ * forms the cached walk follows. */
+enum {
+    SM_FRAME_SIMPLE = 1,   /* CFA = rsp or rbp + cfa_off, return address at
+                            * CFA - 8, rbp at CFA - rbp_at or unchanged (0) */
+    SM_FRAME_END = 2,      /* the return address is undefined: outermost */
+    SM_FRAME_COMPLEX = 3,  /* anything else: libgcc walks the stack */
+};
+struct sm_frame_rule {
+    uint8_t kind;
+    uint8_t cfa_rbp;       /* CFA from rbp, not rsp */
+    uint32_t cfa_off;
+    uint32_t rbp_at;
+};
+
+/* The rule at code address pc (a return address minus one), computed from
+ * its FDE without the cache; -1 if pc has no FDE. */
+int sm_stack_rule(uintptr_t pc, struct sm_frame_rule *r);
+
+/* Put a rule for pc in the cache, right or wrong (a test of the walk's
+ * checks); dropped if it cannot be cached. */
+void sm_stack_cache_set(uintptr_t pc, const struct sm_frame_rule *r);
+
+/* Captures by the cached walk and by libgcc, rules computed, checks for
+ * unloaded code, and cache flushes after a library was unloaded. */
+struct sm_stack_counters {
+    uint64_t fast;
+    uint64_t fallback;
+    uint64_t rule_misses;
+    uint64_t unload_checks;
+    uint64_t flushes;
+};
+void sm_stack_counters(struct sm_stack_counters *out);
 
 #endif

@@ -65,11 +65,17 @@ enum sm_span_state {
     SM_SPAN_SCAVENGING,     /* a free run taken out while madvise runs */
     SM_SPAN_SMALL,          /* objects of one size class */
     SM_SPAN_LARGE,          /* one large object */
+    SM_SPAN_CACHED,         /* a freed large object's span, kept by a
+                               thread's large cache (largecache.c) */
 };
 
 enum sm_span_list { SM_LIST_NONE = 0, SM_LIST_PARTIAL, SM_LIST_FULL };
 
 struct sm_special;
+
+/* The most objects a small span holds (8192 / 16), one bit each. */
+#define SM_SPAN_MAX_OBJS 512
+#define SM_SPAN_BITMAP_WORDS (SM_SPAN_MAX_OBJS / 64)
 
 struct sm_mspan {
     struct sm_mspan *next;     /* list links: mcentral or heap free list */
@@ -82,9 +88,8 @@ struct sm_mspan {
                                   keep its first object (a large span's
                                   only one) reachable (valgrind.c) */
     size_t npages;
-    void *freelist;            /* small: objects returned to this span */
-    uint32_t nfree;            /* small: free objects (freelist + uncarved) */
-    uint32_t ncarved;          /* small: objects ever handed out (bump) */
+    uint32_t nfree;            /* small: free objects (bits set in freebits) */
+    uint32_t freeword;         /* small: freebits[0 .. freeword-1] are zero */
     uint32_t elemsize;         /* small: class size; large: 0 */
     uint8_t sizeclass;         /* small: class; else 0 */
     uint8_t state;             /* enum sm_span_state */
@@ -93,12 +98,18 @@ struct sm_mspan {
     uint32_t nreleased;        /* free: pages of the run not resident */
     uint64_t idle_since;       /* free: monotonic ns when it became free */
     struct sm_special *specials; /* profiled objects in this span, by address */
+    uint64_t sampled;          /* bit (object index % 64) set for each object
+                                  on specials: a free whose bit is clear is
+                                  not profiled (read without a lock) */
     size_t reqsize;            /* large: requested bytes (for the profiler) */
     size_t needzero;           /* pages from base that may hold old data;
                                   the rest are fresh from the OS: zero */
     uint16_t *checkstate;      /* small, checked mode: per object, 0 never
                                   handed out, 1 free, n >= 2 live with n - 2
                                   bytes requested (check.c) */
+    uint64_t freebits[SM_SPAN_BITMAP_WORDS];  /* small: bit i set: object i
+                                                 is free in the span (in no
+                                                 cache, not live) */
 };
 
 struct sm_spanlist {
@@ -138,12 +149,17 @@ struct sm_heap_stats {
 
 struct sm_mheap {
     pthread_mutex_t lock;
+    uint64_t nonempty[SM_HEAP_NLISTS / 64];    /* bit n: free[n] has a run */
     struct sm_spanlist free[SM_HEAP_NLISTS];   /* index npages; [0] unused */
     struct sm_spanlist freelarge;              /* runs >= SM_HEAP_NLISTS pages */
     struct sm_spanlist scavenging;             /* runs out for madvise */
     uintptr_t cur_base, cur_end;               /* reserved, not yet grown */
     struct sm_fixalloc spanalloc;
     struct sm_heap_stats st;
+    /* Called with no lock held before the heap grows past the soft memory
+     * limit: gives back spans held above the heap (the threads' large
+     * caches).  NULL: nothing to call (a heap of its own in a unit test). */
+    void (*reclaim)(void);
 };
 
 /* ---- central lists ------------------------------------------------------ */
@@ -166,12 +182,43 @@ struct sm_cacheclass {
     uint64_t nfree;            /* stats: objects given back to it */
 };
 
+/* Recently freed large spans of one thread (largecache.c). */
+#define SM_LARGECACHE_SLOTS 8
+#define SM_LARGECACHE_MAX_PAGES 128            /* spans up to 1 MiB */
+#define SM_LARGECACHE_MAX_BYTES ((size_t)2 << 20)
+#define SM_LARGECACHE_IDLE_TICKS 4                 /* scavenger ticks unused
+                                                      before it goes back */
+
+struct sm_largecache {
+    struct sm_mspan *slot[SM_LARGECACHE_SLOTS]; /* NULL: empty; the owner
+                                                   stores, anyone may take
+                                                   with an atomic exchange */
+    uint32_t npages[SM_LARGECACHE_SLOTS];       /* owner: pages of slot[i] */
+    uint32_t epoch[SM_LARGECACHE_SLOTS];        /* scavenger tick when stored */
+    uint32_t occupied;                          /* owner: bit i, slot[i] was
+                                                   filled and not taken by the
+                                                   owner (another thread may
+                                                   have taken it since) */
+    uint32_t held;                              /* owner: pages in occupied */
+    uint32_t next;                              /* owner: slot to evict next */
+    uint64_t nmalloc, nfree;                    /* stats: objects served from,
+                                                   freed into the cache */
+    uint64_t bytes_alloc, bytes_free;           /* stats: their span bytes */
+};
+
+/* The lists come first, so the list of class cls is at byte offset
+ * cls << SM_CACHECLASS_SHIFT (c[0] is no class: its list stays empty). */
+#define SM_CACHECLASS_SHIFT 5
+_Static_assert(sizeof(struct sm_cacheclass) == (1u << SM_CACHECLASS_SHIFT),
+               "the fast paths index the lists by shifting");
+
 struct sm_mcache {
-    intptr_t sample_left;      /* bytes until the next profile sample */
     struct sm_cacheclass c[SM_NUM_SIZE_CLASSES];
+    intptr_t sample_left;      /* bytes until the next profile sample */
     struct sm_mcache *all_next, *all_prev;  /* registry, for stats */
     uint64_t flush_gen;        /* sm_free_os_memory generation seen */
     uint64_t rng;              /* profiler's random state */
+    struct sm_largecache large;  /* freed large spans for reuse */
 };
 
 #endif

@@ -20,10 +20,12 @@
  *   realloc in place      RESIZEINPLACE_BLOCK;
  *   calloc                its bytes defined (pages fresh from the OS are
  *                         zero without being written);
- *   a free-list link      the allocator's own read or write of a free
- *                         object's first word is bracketed: defined for
- *                         the access, no-access again after it, so the
- *                         allocator is never reported and the program is.
+ *   a free-list link      objects move one at a time under memcheck and
+ *                         nothing is written in them; a link read or
+ *                         written by a slow path (sm_link_load/store) is
+ *                         bracketed all the same: defined for the access,
+ *                         no-access again after it, so the allocator is
+ *                         never reported and the program is.
  *
  * Leaks.  memcheck's leak check takes every aligned, defined word of every
  * writable mapping that its own malloc did not make as a possible root:
@@ -34,8 +36,9 @@
  *     leak check does not read;
  *   - the profiler records the address of each sampled object: it is off
  *     under memcheck (check.c; sm_set_profile_rate turns it back on);
- *   - thread caches hold no objects (check.c), span free lists hold only
- *     free objects, and links are encoded anyway.
+ *   - thread caches hold no objects and large caches no spans (check.c),
+ *     spans keep their free objects in a bitmap, and links are encoded
+ *     anyway.
  * Free objects and the slack after each block are no-access, so they are
  * not scanned either.  What memcheck cannot tell from a root is a live
  * block's own contents: a block that only another leaked block points to

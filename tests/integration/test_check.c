@@ -323,6 +323,41 @@ static void test_large_objects(void **state)
     }
 }
 
+/* A large object freed and a smaller one of the same pages allocated, as a
+ * program reusing a buffer does: the new one gets its own canary (right
+ * after its 99,000 bytes), so its correct use makes no report, and a write
+ * one byte past it is found at free. */
+static void large_reuse(void *arg)
+{
+    int overflow = arg != NULL;
+    for (int round = 0; round < 4; round++) {
+        char *p = malloc(opaque(100000));
+        if (p == NULL)
+            _exit(2);
+        memset(p, 'a', 100000);
+        free(opaque_ptr(p));
+        char *q = malloc(opaque(99000));
+        if (q == NULL)
+            _exit(3);
+        if (malloc_usable_size(q) != 99000)
+            _exit(4);
+        memset(q, 'b', 99000);
+        if (overflow)
+            ((volatile char *)q)[99000] = 'x';
+        free(opaque_ptr(q));
+    }
+}
+
+static void test_large_reuse_gets_a_canary(void **state)
+{
+    (void)state;
+    expect_clean(large_reuse, NULL);
+    struct outcome o;
+    run_in_child(large_reuse, (void *)1, &o);
+    if (o.exited || o.sig != SIGABRT || strstr(o.err, "spanmalloc: free(): buffer overflow of 0x") != o.err)
+        fail_msg("expected a buffer overflow report at free, got signal %d, stderr: %s", o.sig, o.err);
+}
+
 /* ---- realloc, memalign, calloc -------------------------------------------------------- */
 
 struct resize {
@@ -410,6 +445,10 @@ static void test_realloc_errors(void **state)
     /* A freed object, kept where the compiler cannot follow it. */
     static void *volatile freed;
     freed = opaque_ptr(malloc(opaque(200)));
+    free(freed);
+    expect_report(realloc_freed, freed, "realloc", "use after free of", freed);
+    /* A freed large object too (its pages are free, not kept by a cache). */
+    freed = opaque_ptr(malloc(opaque(100000)));
     free(freed);
     expect_report(realloc_freed, freed, "realloc", "use after free of", freed);
     free(p);
@@ -616,6 +655,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_overflow_into_free_neighbour),
         cmocka_unit_test(test_interior_and_foreign_pointers),
         cmocka_unit_test(test_large_objects),
+        cmocka_unit_test(test_large_reuse_gets_a_canary),
         cmocka_unit_test(test_realloc_keeps_a_canary),
         cmocka_unit_test(test_realloc_errors),
         cmocka_unit_test(test_memalign),

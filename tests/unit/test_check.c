@@ -4,9 +4,10 @@
  * default mode).
  *
  * A plain address written over a link must decode to something every
- * check rejects; each walker (a span's list, a batch given back to
- * mcentral) must reject a bad link before following it, naming the object
- * it came from, in one line, then abort.  Those cases run in a forked
+ * check rejects; a refill's list is encoded; a span keeps no links, so
+ * what is written in its free objects cannot mislead it; mcentral must
+ * reject a bad link in a list given back before following it, naming the
+ * object it came from, in one line, then abort.  Those cases run in a forked
  * child whose stderr is read back.
  */
 #include <errno.h>
@@ -170,55 +171,66 @@ static void expect_corrupt(void (*fn)(void *), void *arg, const char *want)
         fail_msg("expected one line starting \"%s\", got \"%s\"", want, o.err);
 }
 
-/* A span's list: two objects given back, the first's link overwritten. */
-static void span_list_corrupted(void *arg)
-{
-    uintptr_t bad = (uintptr_t)arg;
-    uint8_t cls = (uint8_t)sm_size_to_class(100);
-    struct sm_mspan *s = sm_mheap_alloc(&sm_heap, sm_class_to_npages[cls], 0, cls);
-    void *head = NULL;
-    if (sm_mspan_take(s, 3, &head) != 3)
-        _exit(2);
-    void *o0 = head, *o1 = sm_link_load(o0);
-    sm_mspan_put(s, o1);
-    sm_mspan_put(s, o0);   /* list: o0 -> o1 */
-    *(uintptr_t *)o0 = bad;
-    head = NULL;
-    sm_mspan_take(s, 2, &head);
-    _exit(3);
-}
-
-static void test_span_list_checked(void **state)
+/* A refill's list is encoded: no object's first word holds the plain
+ * address of the next, and each decodes to it; the last links to what the
+ * list held before. */
+static void test_take_links_encoded(void **state)
 {
     (void)state;
-    /* A plain address and a word of text over the link. */
-    uintptr_t bads[] = {(uintptr_t)a_global, 0x4141414141414141ull};
-    for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++)
-        expect_corrupt(span_list_corrupted, (void *)bads[i], "spanmalloc: malloc(): free list corrupted: 0x");
-}
-
-static void span_list_interior(void *arg)
-{
-    (void)arg;
     uint8_t cls = (uint8_t)sm_size_to_class(100);
     struct sm_mspan *s = sm_mheap_alloc(&sm_heap, sm_class_to_npages[cls], 0, cls);
+    assert_non_null(s);
     void *head = NULL;
-    if (sm_mspan_take(s, 3, &head) != 3)
-        _exit(2);
-    void *o0 = head, *o1 = sm_link_load(o0);
-    sm_mspan_put(s, o1);
-    sm_mspan_put(s, o0);
-    /* A link encoded the right way, to the middle of o1. */
-    sm_link_store(o0, (char *)o1 + 8);
-    head = NULL;
-    sm_mspan_take(s, 2, &head);
-    _exit(3);
+    assert_int_equal(sm_mspan_take(s, 2, &head), 2);
+    void *old = head;
+    assert_int_equal(sm_mspan_take(s, 3, &head), 3);
+    /* Objects 2, 3, 4 in front of 0, 1. */
+    static const int order[5] = {2, 3, 4, 0, 1};
+    void *p = head;
+    assert_int_equal((uintptr_t)p, s->base + 2 * s->elemsize);
+    for (int i = 0; i < 4; i++) {
+        void *next = sm_link_load(p);
+        assert_false(sm_freelist_bad(next));
+        assert_true(*(void **)p != next);
+        assert_int_equal((uintptr_t)next, s->base + (uintptr_t)order[i + 1] * s->elemsize);
+        if (i == 2)
+            assert_ptr_equal(next, old);
+        p = next;
+    }
+    assert_null(sm_link_load(p));
+    assert_true(*(void **)p != NULL);
+    for (p = head; p != NULL;) {
+        void *next = sm_link_load(p);
+        sm_mspan_put(s, p);
+        p = next;
+    }
+    assert_int_equal(s->nfree, sm_class_to_nobjs[cls]);
+    sm_mheap_free(&sm_heap, s);
 }
 
-static void test_span_list_interior_link(void **state)
+/* A free object in a span holds no link: whatever is written over its
+ * first words, objects come out of the span at their own addresses. */
+static void test_span_ignores_free_object_contents(void **state)
 {
     (void)state;
-    expect_corrupt(span_list_interior, NULL, "spanmalloc: malloc(): free list corrupted: 0x");
+    uint8_t cls = (uint8_t)sm_size_to_class(100);
+    struct sm_mspan *s = sm_mheap_alloc(&sm_heap, sm_class_to_npages[cls], 0, cls);
+    assert_non_null(s);
+    void *o[3];
+    for (int i = 0; i < 3; i++)
+        assert_non_null(o[i] = sm_mspan_take_one(s));
+    sm_mspan_put(s, o[1]);
+    sm_mspan_put(s, o[0]);
+    *(uintptr_t *)o[0] = (uintptr_t)a_global;
+    *(uintptr_t *)o[1] = 0x4141414141414141ull;
+    assert_ptr_equal(sm_mspan_take_one(s), o[0]);
+    assert_ptr_equal(sm_mspan_take_one(s), o[1]);
+    /* The one-object take writes nothing in the object. */
+    assert_int_equal(*(uintptr_t *)o[0], (uintptr_t)a_global);
+    assert_int_equal(*(uintptr_t *)o[1], 0x4141414141414141ull);
+    for (int i = 0; i < 3; i++)
+        sm_mspan_put(s, o[i]);
+    sm_mheap_free(&sm_heap, s);
 }
 
 /* A batch given back to mcentral whose second link is foreign. */
@@ -248,8 +260,8 @@ int main(void)
         cmocka_unit_test(test_bad_pointers),
         cmocka_unit_test(test_plain_address_decodes_bad),
         cmocka_unit_test(test_check_class),
-        cmocka_unit_test(test_span_list_checked),
-        cmocka_unit_test(test_span_list_interior_link),
+        cmocka_unit_test(test_take_links_encoded),
+        cmocka_unit_test(test_span_ignores_free_object_contents),
         cmocka_unit_test(test_batch_checked),
     };
     sm_init();

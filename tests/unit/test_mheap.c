@@ -1,14 +1,18 @@
 /*
  * test_mheap.c - the page heap on its own: allocate, free, join, grow,
- * best fit, alignment, released-page accounting, zeroing.  Each test builds
+ * best fit, alignment, released-page accounting, zeroing, and resizing a
+ * large span in place (extend over the free pages after it, shrink), and an
+ * explicit release that waits for the runs another thread is releasing.  Each test builds
  * its own heap, so the process heap (which cmocka itself uses, through our
  * malloc) is not disturbed.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "internal.h"
@@ -236,6 +240,122 @@ static void test_small_span(void **state)
     sm_mheap_check(h);
 }
 
+static void test_extend_in_place(void **state)
+{
+    struct sm_mheap *h = *state;
+    struct sm_mspan *a = sm_mheap_alloc(h, 4, 0, SM_PAGE_LARGE);
+    struct sm_mspan *b = sm_mheap_alloc(h, 4, 0, SM_PAGE_LARGE);
+    assert_int_equal(b->base, a->base + PB(4));
+    memset((void *)a->base, 0x33, PB(4));
+    uint64_t bytes0 = h->st.large_bytes_alloc, inuse0 = h->st.pages_inuse;
+    /* b is right after a: a cannot grow. */
+    assert_false(sm_mheap_extend(h, a, 5));
+    assert_int_equal(a->npages, 4);
+    /* b grows over the free pages after it, at the same address. */
+    uintptr_t bbase = b->base;
+    assert_true(sm_mheap_extend(h, b, 10));
+    assert_int_equal(b->base, bbase);
+    assert_int_equal(b->npages, 10);
+    assert_int_equal(h->st.pages_inuse, inuse0 + 6);
+    assert_int_equal(h->st.large_bytes_alloc, bytes0 + PB(6));
+    for (size_t i = 0; i < 10; i++) {
+        assert_ptr_equal(sm_pagemap_span(bbase + PB(i)), b);
+        assert_int_equal(sm_pagemap_kind(bbase + PB(i)), SM_PAGE_LARGE);
+    }
+    assert_int_equal(sm_pagemap_kind(bbase + PB(10)), SM_PAGE_FREE);
+    sm_mheap_check(h);
+    /* The grown pages were fresh (released): no longer counted so. */
+    assert_int_equal(h->st.pages_released, h->st.pages_free);
+    /* Not past the end of the free run: the heap grew by 1 MiB runs. */
+    assert_false(sm_mheap_extend(h, b, h->st.pages_sys + 1));
+    assert_int_equal(b->npages, 10);
+    sm_mheap_free(h, a);
+    sm_mheap_check(h);
+    /* Shrink gives the tail back, joined with the free run after it. */
+    uint64_t free0 = h->st.pages_free, fbytes0 = h->st.large_bytes_free;
+    assert_true(sm_mheap_shrink(h, b, 3));
+    assert_int_equal(b->npages, 3);
+    assert_int_equal(h->st.pages_free, free0 + 7);
+    assert_int_equal(h->st.large_bytes_free, fbytes0 + PB(7));
+    assert_int_equal(sm_pagemap_kind(bbase + PB(3)), SM_PAGE_FREE);
+    struct sm_mspan *run = sm_pagemap_span(bbase + PB(3));
+    assert_int_equal(run->state, SM_SPAN_FREE);
+    assert_true(run->npages > 7);   /* joined with what followed */
+    sm_mheap_check(h);
+    sm_mheap_free(h, b);
+    sm_mheap_check(h);
+    assert_int_equal(h->st.pages_inuse, 0);
+    assert_int_equal(nfree_runs(h), 1);
+}
+
+static void test_extend_over_dirty_and_released(void **state)
+{
+    struct sm_mheap *h = *state;
+    /* a, then a run of 8 pages freed dirty, then a fence. */
+    struct sm_mspan *a = sm_mheap_alloc(h, 2, 0, SM_PAGE_LARGE);
+    struct sm_mspan *m = sm_mheap_alloc(h, 8, 0, SM_PAGE_LARGE);
+    struct sm_mspan *f = sm_mheap_alloc(h, 1, 0, SM_PAGE_LARGE);
+    memset((void *)m->base, 1, PB(8));
+    sm_mheap_free(h, m);
+    uint64_t rel0 = h->st.pages_released;
+    assert_true(sm_mheap_extend(h, a, 6));
+    /* The 4 pages it took were resident; 4 stay free before the fence. */
+    assert_int_equal(h->st.pages_released, rel0);
+    assert_int_equal(sm_pagemap_span(a->base + PB(6))->npages, 4);
+    sm_mheap_check(h);
+    /* Exactly up to the fence, then no further. */
+    assert_true(sm_mheap_extend(h, a, 10));
+    assert_int_equal(sm_pagemap_kind(a->base + PB(10)), SM_PAGE_LARGE);
+    assert_false(sm_mheap_extend(h, a, 11));
+    sm_mheap_check(h);
+    sm_mheap_free(h, a);
+    sm_mheap_free(h, f);
+    sm_mheap_check(h);
+    assert_int_equal(h->st.pages_inuse, 0);
+}
+
+struct scav_arg {
+    struct sm_mheap *h;
+    size_t got;
+};
+
+static void *background_scavenge(void *arg)
+{
+    struct scav_arg *a = arg;
+    a->got = sm_mheap_scavenge(a->h, SIZE_MAX, 0, SM_SCAV_BACKGROUND);
+    return NULL;
+}
+
+static void test_explicit_waits_for_scavenger(void **state)
+{
+    struct sm_mheap *h = *state;
+    int saved = sm_opts.release;
+    sm_opts.release = SM_RELEASE_DONTNEED;
+    /* 32 MiB: not a whole 64 MiB reservation, whose end could touch
+     * another heap's memory in the shared page map. */
+    size_t n = (32u << 20) >> SM_PAGE_SHIFT;
+    for (int round = 0; round < 4; round++) {
+        struct sm_mspan *s = sm_mheap_alloc(h, n, 0, SM_PAGE_LARGE);
+        assert_non_null(s);
+        memset((void *)s->base, 1, PB(n));
+        sm_mheap_free(h, s);
+        /* Another thread starts releasing the 32 MiB run (madvise takes
+         * milliseconds); an explicit release meanwhile must not return
+         * before that run is released too. */
+        struct scav_arg a = {h, 0};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, background_scavenge, &a), 0);
+        struct timespec ts = {0, 500 * 1000};
+        nanosleep(&ts, NULL);
+        sm_mheap_scavenge(h, SIZE_MAX, 0, SM_SCAV_EXPLICIT);
+        assert_int_equal(h->st.pages_released, h->st.pages_free);
+        assert_null(h->scavenging.first);
+        pthread_join(t, NULL);
+        sm_mheap_check(h);
+    }
+    sm_opts.release = saved;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +367,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_released_accounting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_small_span, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extend_in_place, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extend_over_dirty_and_released, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_explicit_waits_for_scavenger, setup, teardown),
     };
     sm_init();
     return cmocka_run_group_tests_name("mheap", tests, NULL, NULL);

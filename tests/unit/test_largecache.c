@@ -1,0 +1,400 @@
+/*
+ * test_largecache.c - the per-thread cache of freed large spans
+ * (largecache.c):
+ *
+ *   reuse        a freed large object's span serves the next malloc of the
+ *                same page count (or up to an eighth more) in the same
+ *                thread, at the same address; calloc of it is zeroed.
+ *   bounds       spans over 1 MiB are not kept; at most 2 MiB and 8 spans
+ *                are; aligned requests bypass the cache.
+ *   stats        exact: a cached span's free counts as a free and leaves
+ *                heap_alloc, its pages stay in heap_inuse; reuse counts a
+ *                malloc; giving it back to the heap counts nothing; the
+ *                invariants of spanmalloc.h hold at every step.
+ *   giving back  sm_free_os_memory takes every thread's spans, the
+ *                scavenger takes idle ones, the heap takes them before it
+ *                grows past the memory limit, a thread's exit gives its own.
+ *   errors       a second free of a cached span is a double free.
+ *
+ * Links the static library; the background scavenger is switched off in
+ * main so that only the ticks this test runs move the idle clock, and the
+ * profiler is off so no sample changes a span's path.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <malloc.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "spanmalloc.h"
+
+#define KiB ((size_t)1024)
+#define MiB ((size_t)1024 * 1024)
+#define PAGES(n) ((size_t)(n) << SM_PAGE_SHIFT)
+
+static void check_invariants(const struct sm_memstats *m)
+{
+    assert_int_equal(m->heap_inuse + m->heap_idle, m->heap_sys);
+    assert_true(m->heap_released <= m->heap_idle);
+    assert_true(m->heap_alloc <= m->heap_inuse);
+    assert_int_equal(m->heap_objects, m->mallocs - m->frees);
+    assert_int_equal(m->sys, m->heap_sys + m->mspan_sys + m->mcache_sys + m->other_sys);
+}
+
+static struct sm_memstats stats(void)
+{
+    struct sm_memstats m;
+    sm_read_memstats(&m);
+    check_invariants(&m);
+    return m;
+}
+
+static const struct sm_class_stats *large_stats(const struct sm_memstats *m)
+{
+    return &m->by_size[m->num_by_size - 1];
+}
+
+/* Spans in a cache, as its owner or any thread sees them. */
+static unsigned cached_spans(struct sm_mcache *c)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < SM_LARGECACHE_SLOTS; i++)
+        n += __atomic_load_n(&c->large.slot[i], __ATOMIC_ACQUIRE) != NULL;
+    return n;
+}
+
+static size_t cached_bytes(struct sm_mcache *c)
+{
+    size_t b = 0;
+    for (unsigned i = 0; i < SM_LARGECACHE_SLOTS; i++) {
+        struct sm_mspan *s = __atomic_load_n(&c->large.slot[i], __ATOMIC_ACQUIRE);
+        if (s != NULL)
+            b += PAGES(s->npages);
+    }
+    return b;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    free(malloc(16));   /* this thread has a cache */
+    sm_free_os_memory();
+    assert_int_equal(cached_spans(sm_tls_mcache), 0);
+    return 0;
+}
+
+static void test_reuse_same_address(void **state)
+{
+    (void)state;
+    char *p = malloc(100000);
+    assert_non_null(p);
+    memset(p, 0x5a, 100000);
+    free(p);
+    assert_int_equal(cached_spans(sm_tls_mcache), 1);
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    assert_int_equal(s->state, SM_SPAN_CACHED);
+    /* The same page count: the same span, live again. */
+    char *q = malloc(99000);
+    assert_ptr_equal(q, p);
+    assert_int_equal(s->state, SM_SPAN_LARGE);
+    assert_int_equal(cached_spans(sm_tls_mcache), 0);
+    assert_int_equal(malloc_usable_size(q), PAGES(13));
+    free(q);
+    /* An eighth more pages than asked is still taken: 13 pages for 12. */
+    q = malloc(PAGES(12));
+    assert_ptr_equal(q, p);
+    free(q);
+    /* Much smaller is not: 13 pages for a request of 8. */
+    q = malloc(PAGES(8));
+    assert_ptr_not_equal(q, p);
+    assert_int_equal(cached_spans(sm_tls_mcache), 1);
+    free(q);
+    assert_int_equal(cached_spans(sm_tls_mcache), 2);
+}
+
+static void test_calloc_from_cache_is_zero(void **state)
+{
+    (void)state;
+    unsigned char *p = malloc(300000);
+    memset(p, 0xff, 300000);
+    free(p);
+    unsigned char *q = calloc(1, 300000);
+    assert_ptr_equal(q, p);
+    for (size_t i = 0; i < 300000; i += 511)
+        assert_int_equal(q[i], 0);
+    assert_int_equal(q[299999], 0);
+    free(q);
+}
+
+static void test_stats_exact(void **state)
+{
+    (void)state;
+    sm_free_os_memory();
+    struct sm_memstats a = stats();
+    void *p = malloc(200000);            /* 25 pages, from the heap */
+    struct sm_memstats b = stats();
+    assert_int_equal(large_stats(&b)->mallocs - large_stats(&a)->mallocs, 1);
+    assert_int_equal(b.heap_alloc - a.heap_alloc, PAGES(25));
+    assert_int_equal(b.heap_inuse - a.heap_inuse, PAGES(25));
+    free(p);                             /* into the cache */
+    struct sm_memstats c = stats();
+    assert_int_equal(large_stats(&c)->frees - large_stats(&b)->frees, 1);
+    assert_int_equal(c.frees - b.frees, 1);
+    assert_int_equal(c.heap_alloc, a.heap_alloc);
+    assert_int_equal(c.heap_inuse, b.heap_inuse);   /* still lent out */
+    assert_int_equal(c.heap_objects, a.heap_objects);
+    void *q = malloc(200000);            /* from the cache */
+    assert_ptr_equal(q, p);
+    struct sm_memstats d = stats();
+    assert_int_equal(large_stats(&d)->mallocs - large_stats(&c)->mallocs, 1);
+    assert_int_equal(d.heap_alloc, b.heap_alloc);
+    assert_int_equal(d.heap_inuse, b.heap_inuse);
+    assert_int_equal(d.total_alloc - b.total_alloc, PAGES(25));
+    free(q);
+    sm_free_os_memory();                 /* back to the heap: no count */
+    struct sm_memstats e = stats();
+    assert_int_equal(large_stats(&e)->frees, large_stats(&d)->frees + 1);
+    assert_int_equal(large_stats(&e)->mallocs, large_stats(&d)->mallocs);
+    assert_int_equal(e.heap_alloc, a.heap_alloc);
+    assert_int_equal(e.heap_inuse, a.heap_inuse);
+    sm_mheap_check(&sm_heap);
+}
+
+static void test_bounds(void **state)
+{
+    (void)state;
+    struct sm_mcache *c = sm_tls_mcache;
+    /* Over 1 MiB: straight back to the heap. */
+    struct sm_memstats a = stats();
+    void *big = malloc(MiB + 1);
+    free(big);
+    assert_int_equal(cached_spans(c), 0);
+    struct sm_memstats b = stats();
+    assert_int_equal(b.heap_inuse, a.heap_inuse);
+    /* Exactly 1 MiB is kept. */
+    void *one = malloc(MiB);
+    free(one);
+    assert_int_equal(cached_bytes(c), MiB);
+    /* Ten 512 KiB spans: at most 2 MiB stay, the rest go to the heap. */
+    void *v[10];
+    for (int i = 0; i < 10; i++)
+        v[i] = malloc(512 * KiB);
+    for (int i = 0; i < 10; i++)
+        free(v[i]);
+    assert_true(cached_bytes(c) <= SM_LARGECACHE_MAX_BYTES);
+    assert_int_equal(cached_bytes(c), SM_LARGECACHE_MAX_BYTES);
+    /* Twenty small large spans: at most 8. */
+    void *w[20];
+    for (int i = 0; i < 20; i++)
+        w[i] = malloc(40 * KiB);
+    for (int i = 0; i < 20; i++)
+        free(w[i]);
+    assert_int_equal(cached_spans(c), SM_LARGECACHE_SLOTS);
+    sm_free_os_memory();
+    /* Aligned beyond a page: never from the cache. */
+    void *x = malloc(64 * KiB);
+    free(x);
+    void *y = aligned_alloc(64 * KiB, 64 * KiB);
+    assert_int_equal((uintptr_t)y % (64 * KiB), 0);
+    assert_int_equal(cached_spans(c), 1);
+    free(y);
+    sm_free_os_memory();
+    struct sm_memstats d = stats();
+    assert_int_equal(d.heap_inuse, a.heap_inuse);
+}
+
+/* A thread that frees a large object into its cache, then waits. */
+struct parked {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int phase;               /* 1: freed, parked; 2: go on */
+    struct sm_mcache *cache;
+    void *p;
+    size_t size;
+};
+
+static void *parked_main(void *arg)
+{
+    struct parked *k = arg;
+    free(malloc(16));
+    k->p = malloc(k->size);
+    memset(k->p, 1, k->size);
+    free(k->p);
+    pthread_mutex_lock(&k->mu);
+    k->cache = sm_tls_mcache;
+    k->phase = 1;
+    pthread_cond_broadcast(&k->cv);
+    while (k->phase != 2)
+        pthread_cond_wait(&k->cv, &k->mu);
+    pthread_mutex_unlock(&k->mu);
+    /* Whether or not its slot was emptied from outside, a malloc works. */
+    void *q = malloc(k->size);
+    assert_non_null(q);
+    free(q);
+    return NULL;
+}
+
+static void park(struct parked *k, pthread_t *t, size_t size)
+{
+    memset(k, 0, sizeof *k);
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    k->size = size;
+    assert_int_equal(pthread_create(t, NULL, parked_main, k), 0);
+    pthread_mutex_lock(&k->mu);
+    while (k->phase != 1)
+        pthread_cond_wait(&k->cv, &k->mu);
+    pthread_mutex_unlock(&k->mu);
+}
+
+static void unpark(struct parked *k, pthread_t t)
+{
+    pthread_mutex_lock(&k->mu);
+    k->phase = 2;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+static void test_free_os_memory_takes_every_thread(void **state)
+{
+    (void)state;
+    struct parked k;
+    pthread_t t;
+    park(&k, &t, 300 * KiB);
+    assert_int_equal(cached_spans(k.cache), 1);
+    struct sm_memstats a = stats();
+    sm_free_os_memory();
+    assert_int_equal(cached_spans(k.cache), 0);
+    struct sm_memstats b = stats();
+    assert_true(a.heap_inuse - b.heap_inuse >= PAGES(38));
+    /* Everything idle is released: resident heap = sys - released. */
+    assert_true(b.heap_idle - b.heap_released <= 64 * SM_PAGE_SIZE);
+    assert_int_equal(b.frees, a.frees);
+    unpark(&k, t);
+    stats();
+}
+
+static void test_thread_exit_gives_back(void **state)
+{
+    (void)state;
+    sm_free_os_memory();
+    struct sm_memstats a = stats();
+    struct parked k;
+    pthread_t t;
+    park(&k, &t, 500 * KiB);
+    struct sm_memstats b = stats();
+    assert_true(b.heap_inuse >= a.heap_inuse + 500 * KiB);
+    unpark(&k, t);   /* mallocs and frees it again, then exits */
+    struct sm_memstats c = stats();
+    /* Its span is back in the heap, its counts kept. */
+    assert_int_equal(large_stats(&c)->mallocs - large_stats(&a)->mallocs, 2);
+    assert_int_equal(large_stats(&c)->frees - large_stats(&a)->frees, 2);
+    assert_int_equal(c.heap_alloc, a.heap_alloc);
+    assert_true(c.heap_inuse < a.heap_inuse + 500 * KiB);
+    /* The second malloc was served from its cache: kept as the dead's. */
+    pthread_mutex_lock(&sm_mcache_lock);
+    uint64_t dead = sm_dead.large_nmalloc;
+    pthread_mutex_unlock(&sm_mcache_lock);
+    assert_true(dead >= 1);
+}
+
+static void test_scavenger_takes_idle(void **state)
+{
+    (void)state;
+    struct sm_mcache *c = sm_tls_mcache;
+    void *p = malloc(64 * KiB);
+    free(p);
+    assert_int_equal(cached_spans(c), 1);
+    /* Within SM_LARGECACHE_IDLE_TICKS ticks it stays... */
+    for (int i = 0; i < SM_LARGECACHE_IDLE_TICKS - 1; i++)
+        sm_scavenge_tick(sm_nanotime());
+    assert_int_equal(cached_spans(c), 1);
+    /* ... unless it is reused, which starts its time again ... */
+    p = malloc(64 * KiB);
+    free(p);
+    for (int i = 0; i < SM_LARGECACHE_IDLE_TICKS - 1; i++)
+        sm_scavenge_tick(sm_nanotime());
+    assert_int_equal(cached_spans(c), 1);
+    /* ... and then it goes back to the heap. */
+    struct sm_memstats a = stats();
+    sm_scavenge_tick(sm_nanotime());
+    assert_int_equal(cached_spans(c), 0);
+    struct sm_memstats b = stats();
+    assert_int_equal(a.heap_inuse - b.heap_inuse, 64 * KiB);
+    assert_int_equal(b.frees, a.frees);
+}
+
+static void test_memory_limit_takes_them(void **state)
+{
+    (void)state;
+    sm_free_os_memory();
+    struct parked k;
+    pthread_t t;
+    park(&k, &t, 800 * KiB);
+    assert_int_equal(cached_spans(k.cache), 1);
+    struct sm_memstats m = stats();
+    /* A limit below what is resident now: the next growth of the heap
+     * takes the cached span back first. */
+    size_t old = sm_set_memory_limit((size_t)(m.heap_sys - m.heap_released) / 2);
+    void *big = malloc(256 * MiB);
+    assert_non_null(big);
+    assert_int_equal(cached_spans(k.cache), 0);
+    sm_set_memory_limit(old);
+    free(big);
+    unpark(&k, t);
+    stats();
+}
+
+static void do_double_free(void)
+{
+    void *p = malloc(100000);
+    free(p);
+    free(p);
+}
+
+static void test_double_free_of_cached_span(void **state)
+{
+    (void)state;
+    /* In a child: the second free must report and abort. */
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        freopen("/dev/null", "w", stderr);
+        do_double_free();
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGABRT);
+}
+
+int main(void)
+{
+    sm_set_profile_rate(0);
+    /* Only this test's own ticks move the idle clock. */
+    __atomic_store_n(&sm_opts.scavenge, false, __ATOMIC_RELAXED);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_reuse_same_address, setup),
+        cmocka_unit_test_setup(test_calloc_from_cache_is_zero, setup),
+        cmocka_unit_test_setup(test_stats_exact, setup),
+        cmocka_unit_test_setup(test_bounds, setup),
+        cmocka_unit_test_setup(test_free_os_memory_takes_every_thread, setup),
+        cmocka_unit_test_setup(test_thread_exit_gives_back, setup),
+        cmocka_unit_test_setup(test_scavenger_takes_idle, setup),
+        cmocka_unit_test_setup(test_memory_limit_takes_them, setup),
+        cmocka_unit_test_setup(test_double_free_of_cached_span, setup),
+    };
+    return cmocka_run_group_tests_name("largecache", tests, NULL, NULL);
+}
