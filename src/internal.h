@@ -267,7 +267,8 @@ SM_INLINE void sm_free_fast(void *p)
     uintptr_t a = (uintptr_t)p;
     struct sm_heap_arena *ar = sm_pagemap_arena(a);
     if (sm_likely(ar != NULL)) {
-        uint8_t kind = ar->pagekind[sm_pagemap_index(a)];
+        /* Relaxed: the profiler may flip SM_PAGE_SLOW meanwhile (pagemap.c). */
+        uint8_t kind = __atomic_load_n(&ar->pagekind[sm_pagemap_index(a)], __ATOMIC_RELAXED);
         if (sm_likely((uint8_t)(kind - 1) < SM_NUM_SIZE_CLASSES - 1)) {
             struct sm_cacheclass *cc = &sm_tls_mcache->c[kind];
             if (sm_likely(cc->count < cc->bound)) {
