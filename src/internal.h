@@ -125,7 +125,7 @@ SM_INLINE struct sm_mspan *sm_pagemap_span(uintptr_t addr)
 SM_INLINE uint8_t sm_pagemap_kind(uintptr_t addr)
 {
     struct sm_heap_arena *ar = sm_pagemap_arena(addr);
-    return ar ? ar->pagekind[sm_pagemap_index(addr)] : SM_PAGE_NONE;
+    return ar ? __atomic_load_n(&ar->pagekind[sm_pagemap_index(addr)], __ATOMIC_RELAXED) : SM_PAGE_NONE;
 }
 /* Released-page bitmap: count the set bits in a range, set or clear them. */
 SM_HIDDEN size_t sm_pagemap_count_released(uintptr_t base, size_t npages);
@@ -441,7 +441,9 @@ SM_INLINE void sm_free_fast(void *p)
             /* The kind, shifted to the byte offset of its list: one
              * register serves the class test and the address (the slow
              * path looks the kind up again). */
-            size_t off = (size_t)ar->pagekind[sm_pagemap_index(a)] << SM_CACHECLASS_SHIFT;
+            /* Relaxed: the profiler may flip SM_PAGE_SLOW meanwhile (pagemap.c). */
+            size_t off = (size_t)__atomic_load_n(&ar->pagekind[sm_pagemap_index(a)], __ATOMIC_RELAXED)
+                         << SM_CACHECLASS_SHIFT;
             if (sm_likely(off - ((size_t)1 << SM_CACHECLASS_SHIFT) <
                           ((size_t)SM_NUM_SIZE_CLASSES - 1) << SM_CACHECLASS_SHIFT)) {
                 struct sm_cacheclass *cc = (struct sm_cacheclass *)((char *)sm_tls_mcache + off);

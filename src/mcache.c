@@ -148,7 +148,7 @@ static void free_uncached(void *p, uint32_t cls)
 static bool in_class(const void *p, uint32_t cls)
 {
     struct sm_heap_arena *ar = sm_pagemap_arena((uintptr_t)p);
-    return ar != NULL && (uint32_t)(ar->pagekind[sm_pagemap_index((uintptr_t)p)] & ~SM_PAGE_SLOW) == cls;
+    return ar != NULL && (uint32_t)(__atomic_load_n(&ar->pagekind[sm_pagemap_index((uintptr_t)p)], __ATOMIC_RELAXED) & ~SM_PAGE_SLOW) == cls;
 }
 
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)

@@ -230,10 +230,14 @@ static bool grow(struct sm_mheap *h, size_t npages)
             h->cur_end += rsize;
         } else {
             /* Not contiguous: the rest of the old reservation joins the
-             * heap now, so it is not lost. */
+             * heap now, so it is not lost.  If it cannot (no span
+             * structure), the old rest stays for the next grow and the new
+             * reservation goes back, or nothing would ever refer to it. */
             if (h->cur_end > h->cur_base &&
-                !add_fresh_run(h, h->cur_base, (h->cur_end - h->cur_base) >> SM_PAGE_SHIFT))
+                !add_fresh_run(h, h->cur_base, (h->cur_end - h->cur_base) >> SM_PAGE_SHIFT)) {
+                sm_os_unmap(r, rsize);
                 return false;
+            }
             h->cur_base = (uintptr_t)r;
             h->cur_end = (uintptr_t)r + rsize;
         }

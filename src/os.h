@@ -48,4 +48,14 @@ size_t sm_os_page_size(void);
  * (1 = the next one); 0 disables.  Used by the fault-injection tests. */
 void sm_os_fail_nth(uint64_t n);
 
+/* Test hook: how many sm_os_reserve and sm_os_alloc calls were made so far
+ * (failed ones included), so a test can count the mappings a workload asks
+ * for and then fail each one in turn. */
+uint64_t sm_os_map_calls(void);
+
+/* Test hook: bytes mapped through this layer and not unmapped, so a test
+ * can check that MemStats' sys (plus the part of the heap's reservation
+ * not grown into yet) accounts for every one of them. */
+uint64_t sm_os_mapped_bytes(void);
+
 #endif

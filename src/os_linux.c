@@ -17,14 +17,36 @@
 
 static uintptr_t next_hint;
 static uint64_t fail_countdown;   /* test hook, see os.h */
+static uint64_t map_calls;        /* test hook: mapping requests so far */
+static uint64_t mapped_bytes;     /* test hook: bytes mapped through here now */
 
 void sm_os_fail_nth(uint64_t n)
 {
     __atomic_store_n(&fail_countdown, n, __ATOMIC_RELAXED);
 }
 
+uint64_t sm_os_map_calls(void)
+{
+    return __atomic_load_n(&map_calls, __ATOMIC_RELAXED);
+}
+
+uint64_t sm_os_mapped_bytes(void)
+{
+    return __atomic_load_n(&mapped_bytes, __ATOMIC_RELAXED);
+}
+
+static void count_mapped(size_t bytes, bool add)
+{
+    if (add)
+        __atomic_add_fetch(&mapped_bytes, bytes, __ATOMIC_RELAXED);
+    else
+        __atomic_sub_fetch(&mapped_bytes, bytes, __ATOMIC_RELAXED);
+}
+
+/* Counts the request, then tells whether the fault hook fails it. */
 static bool injected_failure(void)
 {
+    __atomic_add_fetch(&map_calls, 1, __ATOMIC_RELAXED);
     uint64_t n = __atomic_load_n(&fail_countdown, __ATOMIC_RELAXED);
     if (n == 0)
         return false;
@@ -48,6 +70,7 @@ void *sm_os_reserve(size_t size, size_t align)
         void *p = map_anon((void *)next_hint, size);
         if (p != NULL && ((uintptr_t)p & (align - 1)) == 0) {
             next_hint = (uintptr_t)p + size;
+            count_mapped(size, true);
             return p;
         }
         if (p != NULL)
@@ -66,12 +89,14 @@ void *sm_os_reserve(size_t size, size_t align)
     if (tail)
         munmap((char *)start + size, tail);
     next_hint = start + size;
+    count_mapped(size, true);
     return (void *)start;
 }
 
 void sm_os_unmap(void *p, size_t size)
 {
-    munmap(p, size);
+    if (munmap(p, size) == 0)
+        count_mapped(size, false);
 }
 
 bool sm_os_release(void *p, size_t size, int advice)
@@ -94,12 +119,16 @@ void *sm_os_alloc(size_t size)
         return NULL;
     size_t ps = sm_os_page_size();
     size = (size + ps - 1) & ~(ps - 1);
-    return map_anon(NULL, size);
+    void *p = map_anon(NULL, size);
+    if (p != NULL)
+        count_mapped(size, true);
+    return p;
 }
 
 void sm_os_free(void *p, size_t size)
 {
     size_t ps = sm_os_page_size();
     size = (size + ps - 1) & ~(ps - 1);
-    munmap(p, size);
+    if (munmap(p, size) == 0)
+        count_mapped(size, false);
 }

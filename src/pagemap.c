@@ -52,9 +52,22 @@ bool sm_pagemap_add_region(uintptr_t base, size_t size, uint64_t *meta_bytes)
         }                                                                     \
     } while (0)
 
+/* Kind bytes are read without the heap lock: by free's fast path and
+ * usable_size, for pointers whose span cannot change under them, while the
+ * profiler sets or clears SM_PAGE_SLOW on that span because another of its
+ * objects was sampled or freed.  Either value is right for such a reader
+ * (a free that misses the mark belongs to an object with no record; one
+ * that sees it finds none and goes on), so relaxed atomic stores and loads
+ * suffice: they make the race a defined one and compile to plain moves. */
+static void store_kinds(uint8_t *k, size_t n, uint8_t kind)
+{
+    for (size_t i = 0; i < n; i++)
+        __atomic_store_n(&k[i], kind, __ATOMIC_RELAXED);
+}
+
 void sm_pagemap_set_kind(uintptr_t base, size_t npages, uint8_t kind)
 {
-    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, memset(&ar->pagekind[idx], kind, n));
+    FOR_EACH_ARENA_PART(base, npages, ar, idx, n, store_kinds(&ar->pagekind[idx], n, kind));
 }
 
 void sm_pagemap_set_spans(uintptr_t base, size_t npages, struct sm_mspan *s)

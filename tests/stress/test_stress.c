@@ -15,6 +15,13 @@
  * handed out twice, a lost byte in realloc or a free-list link written into
  * live memory all show as a mismatch.
  *
+ * Meanwhile a monitor thread reads the MemStats every few milliseconds and
+ * checks what spanmalloc.h promises while threads run: no count goes
+ * negative (frees never exceed mallocs, heap_alloc never exceeds
+ * total_alloc), the cumulative counters never go backwards, and the heap's
+ * pages add up; every tenth read it calls sm_free_os_memory, so caches are
+ * flushed and idle pages released while the workers allocate into them.
+ *
  * The run is a number of operations, not a time: STRESS_OPS (default
  * 8,000,000, about 10 to 20 seconds on 2 cores) split between the threads.
  * STRESS_SEED changes the random sequence.  test_stress_checked.sh runs it
@@ -36,6 +43,8 @@
 #include <unistd.h>
 #include <setjmp.h>
 #include <cmocka.h>
+
+#include "spanmalloc.h"
 
 enum {
     NTHREADS = 8,
@@ -296,6 +305,49 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- the monitor: stats read while the workers run ------------------------------ */
+
+static int workers_done;
+static uint64_t monitor_reads, monitor_releases;
+
+static void *monitor_main(void *arg)
+{
+    (void)arg;
+    struct sm_memstats prev, cur;
+    sm_read_memstats(&prev);
+    while (!__atomic_load_n(&workers_done, __ATOMIC_ACQUIRE)) {
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        sm_read_memstats(&cur);
+        monitor_reads++;
+        if (cur.frees > cur.mallocs)
+            record_failure("stats: frees %llu > mallocs %llu", (unsigned long long)cur.frees,
+                           (unsigned long long)cur.mallocs);
+        if (cur.heap_alloc > cur.total_alloc)
+            record_failure("stats: heap_alloc %llu > total_alloc %llu",
+                           (unsigned long long)cur.heap_alloc, (unsigned long long)cur.total_alloc);
+        if (cur.heap_inuse + cur.heap_idle != cur.heap_sys || cur.heap_released > cur.heap_idle)
+            record_failure("stats: heap pages do not add up: inuse %llu idle %llu released %llu "
+                           "sys %llu", (unsigned long long)cur.heap_inuse,
+                           (unsigned long long)cur.heap_idle, (unsigned long long)cur.heap_released,
+                           (unsigned long long)cur.heap_sys);
+        if (cur.mallocs < prev.mallocs || cur.frees < prev.frees ||
+            cur.total_alloc < prev.total_alloc || cur.released_total < prev.released_total)
+            record_failure("stats: a cumulative counter went backwards (mallocs %llu -> %llu, "
+                           "frees %llu -> %llu, total_alloc %llu -> %llu)",
+                           (unsigned long long)prev.mallocs, (unsigned long long)cur.mallocs,
+                           (unsigned long long)prev.frees, (unsigned long long)cur.frees,
+                           (unsigned long long)prev.total_alloc,
+                           (unsigned long long)cur.total_alloc);
+        prev = cur;
+        if (monitor_reads % 10 == 0) {
+            sm_free_os_memory();
+            monitor_releases++;
+        }
+    }
+    return NULL;
+}
+
 static uint64_t env_u64(const char *name, uint64_t def)
 {
     const char *s = getenv(name);
@@ -327,6 +379,9 @@ static void test_stress(void **state)
     pthread_t th[NTHREADS];
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_t monitor;
+    __atomic_store_n(&workers_done, 0, __ATOMIC_RELAXED);
+    assert_int_equal(pthread_create(&monitor, NULL, monitor_main, NULL), 0);
     for (int i = 0; i < NTHREADS; i++) {
         memset(&workers[i], 0, sizeof workers[i]);
         workers[i].id = i;
@@ -348,6 +403,8 @@ static void test_stress(void **state)
         sum.remote_frees += c->remote_frees;
         sum.large += c->large;
     }
+    __atomic_store_n(&workers_done, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_join(monitor, NULL), 0);
     /* What is still in the exchange was handed off and never taken. */
     for (int i = 0; i < EXCHANGE; i++) {
         if (exchange[i].p != NULL) {
@@ -361,12 +418,14 @@ static void test_stress(void **state)
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     print_message("# stress: %llu operations by %d threads in %.1f s (seed %llu): "
                   "%llu malloc, %llu calloc, %llu aligned, %llu realloc, %llu free, "
-                  "%llu handed off, %llu freed by another thread, %llu over 32 KiB\n",
+                  "%llu handed off, %llu freed by another thread, %llu over 32 KiB; "
+                  "stats read %llu times, sm_free_os_memory %llu times\n",
                   (unsigned long long)sum.ops, NTHREADS, secs, (unsigned long long)seed,
                   (unsigned long long)sum.mallocs, (unsigned long long)sum.callocs,
                   (unsigned long long)sum.memaligns, (unsigned long long)sum.reallocs,
                   (unsigned long long)sum.frees, (unsigned long long)sum.handoffs,
-                  (unsigned long long)sum.remote_frees, (unsigned long long)sum.large);
+                  (unsigned long long)sum.remote_frees, (unsigned long long)sum.large,
+                  (unsigned long long)monitor_reads, (unsigned long long)monitor_releases);
     if (nfailures != 0)
         fail_msg("%ld failures; the first: %s", nfailures, first_failure);
     assert_int_equal(sum.ops, total);
