@@ -15,14 +15,29 @@
  * the heap has memory to manage (or stats logging is asked for).  fork()
  * leaves the child without it; the child's next slow path starts a new one.
  *
+ * The worker must not keep the process alive.  glibc ends a process with
+ * exit(0) when its last thread leaves through pthread_exit (main() may call
+ * it and let other threads finish the work; a child forked from a thread
+ * ends that way when the thread function returns).  glibc counts the worker
+ * among those threads, so without care the program's last thread would
+ * leave behind a zombie main thread and the worker, ticking forever and
+ * deaf to every signal but SIGKILL (it blocks them all).  So each tick the
+ * worker asks the kernel whether it is alone (/proc/self/stat: the main
+ * thread a zombie and two threads counted, that zombie and the worker) and
+ * if so does what glibc would have done: exit(0), at most a tick late.
+ *
  * sm_free_os_memory flushes the calling thread's cache, asks every other
  * thread to flush at its next slow path (a generation counter; nobody is
  * stopped or signalled), returns fully free spans from the central lists
  * and releases every idle page.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "spanmalloc.h"
@@ -96,6 +111,42 @@ size_t sm_scavenge_tick(uint64_t now)
     return done;
 }
 
+/* True when the worker is the process's only live thread: the main thread
+ * has exited (a zombie until the whole group is gone) and the kernel counts
+ * two threads, it and the worker.  Reads /proc/self/stat without malloc;
+ * without /proc the answer is no, and the process lives on as before. */
+static bool worker_alone(void)
+{
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    /* pid (comm) state ppid ...: comm may hold spaces and parentheses, so
+     * the fields start after the last ')'.  Field 3 is the state, field 20
+     * num_threads. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ')
+        return false;
+    char state = p[2];
+    p += 2;
+    for (int field = 3; field < 20; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return false;
+        p++;
+    }
+    char *end;
+    long threads = strtol(p, &end, 10);
+    if (end == p)
+        return false;
+    return state == 'Z' && threads == 2;
+}
+
 static void *worker_main(void *arg)
 {
     (void)arg;
@@ -113,6 +164,8 @@ static void *worker_main(void *arg)
                 next_stats = now + sm_opts.stats_interval_ns;
         }
         sm_mprof_tick(now);
+        if (worker_alone())
+            exit(0);
     }
     return NULL;
 }
