@@ -22,8 +22,8 @@
  * among those threads, so without care the program's last thread would
  * leave behind a zombie main thread and the worker, ticking forever and
  * deaf to every signal but SIGKILL (it blocks them all).  So each tick the
- * worker asks the kernel whether it is alone (/proc/self/stat: the main
- * thread a zombie and two threads counted, that zombie and the worker) and
+ * worker asks the kernel whether it is alone (the main thread's stat in
+ * /proc: a zombie, and two threads counted, that zombie and the worker) and
  * if so does what glibc would have done: exit(0), at most a tick late.
  *
  * sm_free_os_memory flushes the calling thread's cache, asks every other
@@ -113,12 +113,23 @@ size_t sm_scavenge_tick(uint64_t now)
 
 /* True when the worker is the process's only live thread: the main thread
  * has exited (a zombie until the whole group is gone) and the kernel counts
- * two threads, it and the worker.  Reads /proc/self/stat without malloc;
- * without /proc the answer is no, and the process lives on as before. */
+ * two threads, it and the worker.  Reads the main thread's stat file,
+ * /proc/self/task/<pid>/stat (the process's /proc/self/stat would make the
+ * kernel walk every thread to add up their times), without malloc; without
+ * /proc the answer is no, and the process lives on as before. */
 static bool worker_alone(void)
 {
     char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    char path[64] = "/proc/self/task/";
+    char digits[24];
+    int nd = 0;
+    for (unsigned long pid = (unsigned long)getpid(); pid != 0 || nd == 0; pid /= 10)
+        digits[nd++] = (char)('0' + pid % 10);
+    size_t len = strlen(path);
+    while (nd > 0)
+        path[len++] = digits[--nd];
+    memcpy(path + len, "/stat", sizeof "/stat");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return false;
     ssize_t n = read(fd, buf, sizeof buf - 1);

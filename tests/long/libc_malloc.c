@@ -6,12 +6,14 @@
  * Debian's redis-server is linked with libjemalloc.so.2, which exports the
  * libc entry points under their own names; the loader binds the program's
  * malloc to jemalloc, ahead of libc.  Preloaded, this library binds them to
- * glibc's allocator instead: every entry point that jemalloc exports is
- * defined here and forwards to glibc's own (the __libc_* aliases glibc
- * exports, or the definition found in libc.so.6 itself), so no pointer from
- * one allocator ever reaches the other.  It is built by ci-long.sh with the
- * C compiler, outside the library: it is a tool of the long tests, not part
- * of spanmalloc.
+ * glibc's allocator instead: each libc entry point that jemalloc also
+ * exports is defined here and forwards to glibc's own (the __libc_* aliases
+ * glibc exports, or the definition found in libc.so.6 itself), so a pointer
+ * from malloc never reaches jemalloc's free.  jemalloc keeps its own API
+ * (mallctl, nallocx, mallocx, ...), which redis calls only for statistics
+ * and size-class questions, and its operator new and delete, which come in
+ * pairs.  It is built by ci-long.sh with the C compiler, outside the
+ * library: a tool of the long tests, not part of spanmalloc.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
