@@ -99,8 +99,9 @@ export TMPDIR=$log/tmp
 
 passed=0
 failed=0
-server=    # the pid of a redis-server (under maxrss) still running
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null' EXIT
+servers=   # the pids of the redis-servers (under maxrss) started
+# shellcheck disable=SC2086  # a list of pids
+trap '[ -n "$servers" ] && kill $servers 2>/dev/null' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -261,86 +262,101 @@ free_port() {
 	return 1
 }
 
-# redis_run ALLOC PRELOAD: one server's life; sets r_why (empty if it
-# worked) and leaves its numbers in $log/redis-ALLOC.*.
-redis_run() {
+# The three servers live at once and take the benchmark passes in turn,
+# each pass in a rotated order, so that the load of a shared machine falls
+# on all of them alike.  r_port, r_pid and r_why hold each one's port, pid
+# (of maxrss, which waits for the server) and first problem.
+declare -A r_port r_pid r_why
+
+# redis_start ALLOC PRELOAD: start a server and wait until it answers.
+redis_start() {
 	local a=$1 pre=$2 port
 	local dir=$log/redis-$a name=redis-$a
-	r_why=""
+	r_why[$a]=""
 	mkdir -p "$dir"
-	port=$(free_port) || { r_why="no free loopback port"; return; }
+	port=$(free_port) || { r_why[$a]="no free loopback port"; return; }
 	local env_pre=()
 	[ -n "$pre" ] && env_pre=(env "LD_PRELOAD=$pre")
-	local t0
-	t0=$(now_ms)
+	now_ms >"$log/$name.t0"
 	"$maxrss" -o "$log/$name.rss" "${env_pre[@]}" redis-server --port "$port" --bind 127.0.0.1 \
 		--save "" --appendonly no --enable-debug-command yes --dir "$dir" \
 		--logfile "$dir/redis.log" --daemonize no </dev/null >"$log/$name.out" 2>"$log/$name.err" &
-	server=$!
+	r_pid[$a]=$!
+	r_port[$a]=$port
+	servers="$servers ${r_pid[$a]}"
 	local cli=(redis-cli -p "$port")
 	for _ in $(seq 100); do
 		[ "$("${cli[@]}" PING 2>/dev/null)" = PONG ] && break
-		kill -0 "$server" 2>/dev/null || break
+		kill -0 "${r_pid[$a]}" 2>/dev/null || break
 		sleep 0.2
 	done
 	if [ "$("${cli[@]}" PING 2>/dev/null)" != PONG ]; then
-		r_why="redis-server ($a) did not answer on port $port; $(tail -n 3 "$dir/redis.log" 2>/dev/null | tr '\n' ' ')"
-		kill "$server" 2>/dev/null
-		wait "$server"
-		server=
+		r_why[$a]="redis-server ($a) did not answer on port $port; $(tail -n 3 "$dir/redis.log" 2>/dev/null | tr '\n' ' ')"
+		kill "${r_pid[$a]}" 2>/dev/null
+		wait "${r_pid[$a]}"
+		r_pid[$a]=""
 		return
 	fi
 	local pid
 	pid=$("${cli[@]}" INFO server | tr -d '\r' | sed -n 's/^process_id://p')
 	grep -o '[^/ ]*\.so[^ ]*$' "/proc/$pid/maps" 2>/dev/null | sort -u >"$log/$name.maps"
 	"${cli[@]}" INFO server | tr -d '\r' | grep -E '^(redis_version|mem_allocator):' >"$log/$name.server"
-
-	# The benchmark, timed as a whole.
-	local b0 reqs=0 k pass
-	b0=$(now_ms)
 	: >"$log/$name.bench.csv"
-	for k in "${!REDIS_PASSES[@]}"; do
-		pass=${REDIS_PASSES[$k]}
-		# shellcheck disable=SC2086  # a pass is a list of options
-		if ! redis-benchmark -p "$port" -q --csv $pass >"$log/$name.bench$k.csv" 2>"$log/$name.bench$k.err"; then
-			r_why="redis-benchmark $pass failed: $(tail -n 2 "$log/$name.bench$k.err" | tr '\n' ' ')"
-		fi
-		local ntests nrows
-		ntests=$(echo "$pass" | sed 's/.*-t //' | tr ',' '\n' | wc -l)
-		nrows=$(grep -vc '^"test"' "$log/$name.bench$k.csv")
-		# LRANGE_100 adds the LPUSH that fills its list.
-		case $pass in *lrange*) ntests=$((ntests + 1)) ;; esac
-		[ "$nrows" -eq "$ntests" ] || r_why="redis-benchmark $pass: $nrows results for $ntests tests"
-		reqs=$((reqs + nrows * $(echo "$pass" | sed 's/.*-n \([0-9]*\).*/\1/')))
-		grep -v '^"test"' "$log/$name.bench$k.csv" | sed "s/^/\"$(echo "$pass" | cut -d ' ' -f 2)\",/" >>"$log/$name.bench.csv"
-	done
-	echo $(($(now_ms) - b0)) >"$log/$name.bench.ms"
-	echo "$reqs" >"$log/$name.bench.requests"
-	"${cli[@]}" INFO memory | tr -d '\r' >"$log/$name.memory"
+	echo 0 >"$log/$name.bench.ms"
+	echo 0 >"$log/$name.bench.requests"
+}
 
-	# Free it all, load the data set, read it back.
+# redis_pass ALLOC K: benchmark pass K against a running server; adds its
+# time and requests to the server's totals.
+redis_pass() {
+	local a=$1 k=$2 name=redis-$1
+	[ -n "${r_pid[$a]}" ] || return
+	local pass=${REDIS_PASSES[$k]} b0
+	b0=$(now_ms)
+	# shellcheck disable=SC2086  # a pass is a list of options
+	if ! redis-benchmark -p "${r_port[$a]}" -q --csv $pass >"$log/$name.bench$k.csv" 2>"$log/$name.bench$k.err"; then
+		r_why[$a]=${r_why[$a]:-"redis-benchmark $pass failed: $(tail -n 2 "$log/$name.bench$k.err" | tr '\n' ' ')"}
+	fi
+	echo $(($(get "$name" bench.ms) + $(now_ms) - b0)) >"$log/$name.bench.ms"
+	local ntests nrows
+	ntests=$(echo "$pass" | sed 's/.*-t //' | tr ',' '\n' | wc -l)
+	nrows=$(grep -vc '^"test"' "$log/$name.bench$k.csv")
+	# LRANGE_100 adds the LPUSH that fills its list.
+	case $pass in *lrange*) ntests=$((ntests + 1)) ;; esac
+	[ "$nrows" -eq "$ntests" ] || r_why[$a]=${r_why[$a]:-"redis-benchmark $pass: $nrows results for $ntests tests"}
+	echo $(($(get "$name" bench.requests) + nrows * $(echo "$pass" | sed 's/.*-n \([0-9]*\).*/\1/'))) \
+		>"$log/$name.bench.requests"
+	grep -v '^"test"' "$log/$name.bench$k.csv" | sed "s/^/\"$(echo "$pass" | cut -d ' ' -f 2)\",/" >>"$log/$name.bench.csv"
+}
+
+# redis_finish ALLOC: free everything, load the data set, read it back,
+# shut the server down.
+redis_finish() {
+	local a=$1 name=redis-$1
+	[ -n "${r_pid[$a]}" ] || return
+	local cli=(redis-cli -p "${r_port[$a]}")
+	"${cli[@]}" INFO memory | tr -d '\r' >"$log/$name.memory"
 	"${cli[@]}" FLUSHALL SYNC >/dev/null
-	redis-cli -p "$port" --pipe <"$log/redis-dataset.resp" >"$log/$name.pipe" 2>&1
+	"${cli[@]}" --pipe <"$log/redis-dataset.resp" >"$log/$name.pipe" 2>&1
 	grep -q '^errors: 0, replies: [1-9]' "$log/$name.pipe" ||
-		r_why="loading the data set: $(tail -n 1 "$log/$name.pipe")"
+		r_why[$a]=${r_why[$a]:-"loading the data set: $(tail -n 1 "$log/$name.pipe")"}
 	"${cli[@]}" <tests/long/redis_checks.txt >"$log/$name.checks" 2>&1
 	"${cli[@]}" INFO memory | tr -d '\r' >"$log/$name.memory2"
-
 	"${cli[@]}" SHUTDOWN NOSAVE >/dev/null 2>&1
 	for _ in $(seq 150); do
-		kill -0 "$server" 2>/dev/null || break
+		kill -0 "${r_pid[$a]}" 2>/dev/null || break
 		sleep 0.2
 	done
-	if kill -0 "$server" 2>/dev/null; then
-		r_why="redis-server ($a) did not exit after SHUTDOWN NOSAVE"
-		kill -9 "$server" 2>/dev/null
+	if kill -0 "${r_pid[$a]}" 2>/dev/null; then
+		r_why[$a]=${r_why[$a]:-"redis-server ($a) did not exit after SHUTDOWN NOSAVE"}
+		kill -9 "${r_pid[$a]}" 2>/dev/null
 	fi
-	wait "$server"
+	wait "${r_pid[$a]}"
 	echo $? >"$log/$name.status"
-	server=
-	echo $(($(now_ms) - t0)) >"$log/$name.ms"
-	[ -z "$r_why" ] && [ "$(get "$name" status)" != 0 ] &&
-		r_why="redis-server ($a) $(describe_status "$(get "$name" status)")"
+	r_pid[$a]=""
+	echo $(($(now_ms) - $(get "$name" t0))) >"$log/$name.ms"
+	[ -z "${r_why[$a]}" ] && [ "$(get "$name" status)" != 0 ] &&
+		r_why[$a]="redis-server ($a) $(describe_status "$(get "$name" status)")"
 }
 
 meminfo() { sed -n "s/^$2://p" "$log/redis-$1.$3" | head -n 1; }
@@ -353,14 +369,20 @@ part_redis() {
 		return
 	fi
 	awk -f tests/long/redis_dataset.awk >"$log/redis-dataset.resp"
-	local a why="" r_why
-	for a in glibc jemalloc spanmalloc; do
-		case $a in
-		glibc) redis_run glibc "$shim" ;;
-		jemalloc) redis_run jemalloc "" ;;
-		spanmalloc) redis_run spanmalloc "$lib" ;;
-		esac
-		[ -n "$r_why" ] && [ $a != jemalloc ] && why="${why:+$why; }$r_why"
+	local a k why="" order=(glibc spanmalloc jemalloc)
+	redis_start glibc "$shim"
+	redis_start spanmalloc "$lib"
+	redis_start jemalloc ""
+	for k in "${!REDIS_PASSES[@]}"; do
+		for a in "${order[@]:k}" "${order[@]:0:k}"; do
+			redis_pass "$a" "$k"
+		done
+	done
+	for a in glibc spanmalloc jemalloc; do
+		redis_finish "$a"
+	done
+	for a in glibc spanmalloc; do
+		[ -n "${r_why[$a]}" ] && why="${why:+$why; }${r_why[$a]}"
 	done
 	# Which allocator served the heap: the library is mapped, and jemalloc's
 	# own count of allocated bytes (INFO allocator_allocated) stays at its
@@ -395,6 +417,8 @@ part_redis() {
 		echo "jemalloc exports \`malloc\` itself, so the loader binds redis to it ahead of glibc; a preloaded"
 		echo "library comes first and replaces it. The glibc run preloads \`tests/long/libc_malloc.c\`"
 		echo "(glibc's own allocator under the libc names); the jemalloc run is redis as shipped."
+		echo "The three servers ran at once on their own ports and took the benchmark passes in turn (each pass in a rotated order),"
+		echo "so the load of the machine fell on all three alike; the whole part took the time printed at its end."
 		echo "Checks after the benchmark: FLUSHALL, a data set of $(grep -c '^\*' "$log/redis-dataset.resp") commands loaded with \`redis-cli --pipe\`,"
 		echo "then \`tests/long/redis_checks.txt\` (DBSIZE, DEBUG DIGEST, values, encodings):"
 		echo "spanmalloc's output $(cmp -s "$log/redis-glibc.checks" "$log/redis-spanmalloc.checks" && echo "is identical to" || echo "differs from") glibc's (jemalloc's: identical = $jem_same)."
@@ -402,8 +426,7 @@ part_redis() {
 		echo "| | glibc | spanmalloc | ratio | jemalloc |"
 		echo "|---|---:|---:|---:|---:|"
 		echo "| result | $(describe_status "$(get redis-glibc status)") | $(describe_status "$(get redis-spanmalloc status)") | | $(describe_status "$(get redis-jemalloc status)") |"
-		echo "| server wall time | $(secs "$(get redis-glibc ms)") | $(secs "$(get redis-spanmalloc ms)") | | $(secs "$(get redis-jemalloc ms)") |"
-		echo "| benchmark time | $(secs "$(get redis-glibc bench.ms)") | $(secs "$(get redis-spanmalloc bench.ms)") | | $(secs "$(get redis-jemalloc bench.ms)") |"
+		echo "| wall time of its benchmark passes | $(secs "$(get redis-glibc bench.ms)") | $(secs "$(get redis-spanmalloc bench.ms)") | $(ratio "$(get redis-glibc bench.ms)" "$(get redis-spanmalloc bench.ms)") | $(secs "$(get redis-jemalloc bench.ms)") |"
 		echo "| requests/s, all passes | $(redis_rps glibc) | $(redis_rps spanmalloc) | $(ratio "$(redis_rps glibc)" "$(redis_rps spanmalloc)") | $(redis_rps jemalloc) |"
 		echo "| peak RSS | $(mib "$kg") | $(mib "$ks") | $(ratio "$kg" "$ks") | $(mib "$kj") |"
 		local f label
