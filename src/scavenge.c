@@ -19,6 +19,17 @@
  * that have sat unused in a thread's large cache for SM_LARGECACHE_IDLE_TICKS
  * ticks (largecache.c).
  *
+ * The worker must not keep the process alive.  glibc ends a process with
+ * exit(0) when its last thread leaves through pthread_exit (main() may call
+ * it and let other threads finish the work; a child forked from a thread
+ * ends that way when the thread function returns).  glibc counts the worker
+ * among those threads, so without care the program's last thread would
+ * leave behind a zombie main thread and the worker, ticking forever and
+ * deaf to every signal but SIGKILL (it blocks them all).  So each tick the
+ * worker asks the kernel whether it is alone (the main thread's stat in
+ * /proc: a zombie, and two threads counted, that zombie and the worker) and
+ * if so does what glibc would have done: exit(0), at most a tick late.
+ *
  * sm_free_os_memory flushes the calling thread's cache, asks every other
  * thread to flush at its next slow path (a generation counter; nobody is
  * stopped or signalled), takes every thread's cached large spans back (they
@@ -26,8 +37,12 @@
  * from the central lists and releases every idle page.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "spanmalloc.h"
@@ -108,6 +123,53 @@ size_t sm_scavenge_tick(uint64_t now)
     return done;
 }
 
+/* True when the worker is the process's only live thread: the main thread
+ * has exited (a zombie until the whole group is gone) and the kernel counts
+ * two threads, it and the worker.  Reads the main thread's stat file,
+ * /proc/self/task/<pid>/stat (the process's /proc/self/stat would make the
+ * kernel walk every thread to add up their times), without malloc; without
+ * /proc the answer is no, and the process lives on as before. */
+static bool worker_alone(void)
+{
+    char buf[1024];
+    char path[64] = "/proc/self/task/";
+    char digits[24];
+    int nd = 0;
+    for (unsigned long pid = (unsigned long)getpid(); pid != 0 || nd == 0; pid /= 10)
+        digits[nd++] = (char)('0' + pid % 10);
+    size_t len = strlen(path);
+    while (nd > 0)
+        path[len++] = digits[--nd];
+    memcpy(path + len, "/stat", sizeof "/stat");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    /* pid (comm) state ppid ...: comm may hold spaces and parentheses, so
+     * the fields start after the last ')'.  Field 3 is the state, field 20
+     * num_threads. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ')
+        return false;
+    char state = p[2];
+    p += 2;
+    for (int field = 3; field < 20; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return false;
+        p++;
+    }
+    char *end;
+    long threads = strtol(p, &end, 10);
+    if (end == p)
+        return false;
+    return state == 'Z' && threads == 2;
+}
+
 static void *worker_main(void *arg)
 {
     (void)arg;
@@ -125,6 +187,8 @@ static void *worker_main(void *arg)
                 next_stats = now + sm_opts.stats_interval_ns;
         }
         sm_mprof_tick(now);
+        if (worker_alone())
+            exit(0);
     }
     return NULL;
 }

@@ -1,7 +1,9 @@
 /*
  * test_threads.c - threads and processes around the allocator: caches that
  * go back when their thread exits, objects freed by a thread other than the
- * one that allocated them, and fork() while other threads allocate.
+ * one that allocated them, fork() while other threads allocate, and a
+ * process whose last thread leaves through pthread_exit, which must end
+ * (exit status 0) even though the allocator's background worker is running.
  *
  * Worker threads never call cmocka's assertions (they long-jump to the main
  * thread's context); they count failures, and the main thread asserts that
@@ -496,12 +498,150 @@ static void test_fork_while_threads_allocate(void **state)
     assert_int_equal(worker_failures, 0);
 }
 
+/* ---- the last thread leaves with pthread_exit --------------------------------- */
+
+/* glibc ends the process with exit(0) when its last thread exits; the
+ * allocator's worker thread must not keep it alive.  Each case runs in a
+ * child process, which the parent waits for with a deadline. */
+
+/* Threads the kernel counts in this process (/proc/self/stat, field 20). */
+static long kernel_threads(void)
+{
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    for (int field = 2; p != NULL && field < 20; field++) {
+        p = strchr(p + 1, ' ');
+    }
+    return p != NULL ? strtol(p + 1, NULL, 10) : -1;
+}
+
+static int last_pipe[2];
+
+/* Start the worker with a large allocation; exit 3 if it is not running,
+ * since the case would then prove nothing. */
+static void child_start_worker(void)
+{
+    alarm(60);
+    char *volatile p = malloc(1 << 20);   /* volatile: the pair must not be optimized away */
+    if (p == NULL)
+        _exit(5);
+    p[0] = 1;
+    free(p);
+    if (kernel_threads() != 2)
+        _exit(3);
+}
+
+/* The program's last thread: allocate, free, report through the pipe. */
+static void *last_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 200; i++) {
+        char *p = malloc(i % 2 ? 100000 : 100);
+        if (p == NULL)
+            _exit(5);
+        p[0] = 1;
+        free(p);
+    }
+    char c = 'd';
+    if (write(last_pipe[1], &c, 1) != 1)
+        _exit(6);
+    return NULL;
+}
+
+/* The first case's child: main() starts the last thread and leaves through
+ * pthread_exit. */
+static void child_main_pthread_exit(void)
+{
+    child_start_worker();
+    pthread_t t;
+    if (pthread_create(&t, NULL, last_thread, NULL) != 0)
+        _exit(4);
+    pthread_exit(NULL);
+}
+
+/* The second case: fork from a thread; in the child that thread is the only
+ * one, and it ends by returning from its function (what Python's
+ * test_threading does in test_3_join_in_forked_from_thread). */
+static void *forking_thread(void *arg)
+{
+    (void)arg;
+    pid_t pid = fork();
+    if (pid == 0) {
+        child_start_worker();
+        return last_thread(NULL);
+    }
+    return (void *)(intptr_t)pid;
+}
+
+static void check_last_thread_exit(const char *what, pid_t pid)
+{
+    assert_true(pid > 0);
+    close(last_pipe[1]);
+    int status = 0;
+    uint64_t t0 = now_ns();
+    int w = wait_child(pid, 30ull * 1000000000u, &status);
+    char c = 0;
+    ssize_t n = read(last_pipe[0], &c, 1);
+    close(last_pipe[0]);
+    print_message("# %s: child ended after %.2f s\n", what, (double)(now_ns() - t0) / 1e9);
+    if (w == -2)
+        fail_msg("%s: the child did not exit within 30 s", what);
+    assert_int_equal(w, 0);
+    if (WIFSIGNALED(status))
+        fail_msg("%s: the child was killed by signal %d", what, WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 3)
+        fail_msg("%s: the allocator's worker thread was not running in the child", what);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(c, 'd');
+}
+
+static void test_main_pthread_exit_ends_process(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    assert_int_equal(pipe(last_pipe), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(last_pipe[0]);
+        child_main_pthread_exit();
+    }
+    check_last_thread_exit("main() leaves with pthread_exit", pid);
+}
+
+static void test_forked_thread_return_ends_process(void **state)
+{
+    (void)state;
+    require_spanmalloc();
+    assert_int_equal(pipe(last_pipe), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pthread_t t;
+    void *ret = NULL;
+    assert_int_equal(pthread_create(&t, NULL, forking_thread, NULL), 0);
+    assert_int_equal(pthread_join(t, &ret), 0);
+    check_last_thread_exit("fork from a thread, which returns in the child", (pid_t)(intptr_t)ret);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_thread_churn_rss_flat),
         cmocka_unit_test(test_cross_thread_free),
         cmocka_unit_test(test_fork_while_threads_allocate),
+        cmocka_unit_test(test_main_pthread_exit_ends_process),
+        cmocka_unit_test(test_forked_thread_return_ends_process),
     };
     return cmocka_run_group_tests_name("threads", tests, NULL, NULL);
 }

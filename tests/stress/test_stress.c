@@ -2,7 +2,7 @@
  * test_stress.c - many threads allocating, resizing and freeing at once,
  * every byte checked.
  *
- * Eight threads each keep a table of live objects and, op after op, pick a
+ * Eight threads (STRESS_THREADS, 1 to 64) each keep a table of live objects and, op after op, pick a
  * slot at random: an empty slot gets a new object (malloc, calloc, memalign
  * or posix_memalign, size from 0 to 1 MiB, most small, a heavy tail of large
  * ones); a full one is checked and then freed, resized with realloc (the
@@ -24,10 +24,16 @@
  *
  * The run is a number of operations, not a time: STRESS_OPS (default
  * 8,000,000, about 10 to 20 seconds on 2 cores) split between the threads.
- * STRESS_SEED changes the random sequence.  test_stress_checked.sh runs it
- * again in checked mode (SPANMALLOC_CHECK=1), where any report is a false
- * one and aborts the run.  The totals go out as a TAP
+ * STRESS_SEED changes the random sequence.  With STRESS_SECONDS set, the run
+ * is a time instead: every thread works until that many seconds have passed
+ * (scripts/ci-long.sh runs it for minutes; STRESS_THREADS sets the threads).
+ * test_stress_checked.sh runs it again in checked mode (SPANMALLOC_CHECK=1),
+ * where any report is a false one and aborts the run.  The totals go out as a TAP
  * diagnostic line.
+ *
+ * Built with -DSTRESS_LIBC_MALLOC (tests/stress/test_stress_libc, made on
+ * demand) the same program runs over glibc's malloc, so the long runs can
+ * compare speed and peak RSS; that build checks that spanmalloc is absent.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -47,7 +53,9 @@
 #include "spanmalloc.h"
 
 enum {
-    NTHREADS = 8,
+    DEFAULT_THREADS = 8,
+    MAX_THREADS = 64,
+    CLOCK_EVERY = 1024,  /* ops between two looks at the clock in a timed run */
     SLOTS = 1000,        /* live objects per thread, at most */
     EXCHANGE = 256,      /* objects in transit between threads, at most */
     DEFAULT_OPS = 8000000,
@@ -151,6 +159,7 @@ struct worker {
     int id;
     uint64_t rng;
     uint64_t nops;
+    uint64_t deadline_ns;   /* a timed run: stop then (CLOCK_MONOTONIC); 0: run nops */
     uint64_t next_tag;
     struct counts n;
     struct obj slot[SLOTS];
@@ -271,10 +280,19 @@ static void op_handoff(struct worker *w, struct obj *o)
     }
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    for (uint64_t k = 0; k < w->nops; k++) {
+    for (uint64_t k = 0; w->deadline_ns != 0 || k < w->nops; k++) {
+        if (w->deadline_ns != 0 && k % CLOCK_EVERY == 0 && now_ns() >= w->deadline_ns)
+            break;
         struct obj *o = &w->slot[rnd(w) % SLOTS];
         if (o->p == NULL) {
             op_alloc(w, o);
@@ -313,6 +331,7 @@ static uint64_t monitor_reads, monitor_releases;
 static void *monitor_main(void *arg)
 {
     (void)arg;
+#ifndef STRESS_LIBC_MALLOC   /* glibc has no stats to read */
     struct sm_memstats prev, cur;
     sm_read_memstats(&prev);
     while (!__atomic_load_n(&workers_done, __ATOMIC_ACQUIRE)) {
@@ -345,6 +364,7 @@ static void *monitor_main(void *arg)
             monitor_releases++;
         }
     }
+#endif
     return NULL;
 }
 
@@ -364,6 +384,11 @@ static uint64_t env_u64(const char *name, uint64_t def)
 static void test_stress(void **state)
 {
     (void)state;
+#ifdef STRESS_LIBC_MALLOC
+    const char *allocator = "glibc";
+    assert_null(dlsym(RTLD_DEFAULT, "sm_version"));
+#else
+    const char *allocator = "spanmalloc";
     assert_non_null(dlsym(RTLD_DEFAULT, "sm_version"));
     /* Under SPANMALLOC_CHECK=1 (test_stress_checked.sh) make sure checked
      * mode is on: there the usable size is the requested size. */
@@ -373,24 +398,34 @@ static void test_stress(void **state)
         assert_int_equal(malloc_usable_size(probe), 10);
         free(probe);
     }
+#endif
     uint64_t total = env_u64("STRESS_OPS", DEFAULT_OPS);
     uint64_t seed = env_u64("STRESS_SEED", 1);
-    static struct worker workers[NTHREADS];
-    pthread_t th[NTHREADS];
+    uint64_t seconds = env_u64("STRESS_SECONDS", 0);
+    uint64_t nthreads = env_u64("STRESS_THREADS", DEFAULT_THREADS);
+    if (nthreads < 1 || nthreads > MAX_THREADS) {
+        print_message("# STRESS_THREADS=%llu is not in 1..%d; using %d\n",
+                      (unsigned long long)nthreads, MAX_THREADS, DEFAULT_THREADS);
+        nthreads = DEFAULT_THREADS;
+    }
+    static struct worker workers[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_t monitor;
     __atomic_store_n(&workers_done, 0, __ATOMIC_RELAXED);
     assert_int_equal(pthread_create(&monitor, NULL, monitor_main, NULL), 0);
-    for (int i = 0; i < NTHREADS; i++) {
+    uint64_t deadline = seconds != 0 ? now_ns() + seconds * 1000000000u : 0;
+    for (uint64_t i = 0; i < nthreads; i++) {
         memset(&workers[i], 0, sizeof workers[i]);
-        workers[i].id = i;
-        workers[i].rng = seed * 0x100000001b3u + (uint64_t)i * 0x9e3779b97f4a7c15u;
-        workers[i].nops = total / NTHREADS + (i < (int)(total % NTHREADS));
+        workers[i].id = (int)i;
+        workers[i].rng = seed * 0x100000001b3u + i * 0x9e3779b97f4a7c15u;
+        workers[i].nops = total / nthreads + (i < total % nthreads);
+        workers[i].deadline_ns = deadline;
         assert_int_equal(pthread_create(&th[i], NULL, worker_main, &workers[i]), 0);
     }
     struct counts sum = {0};
-    for (int i = 0; i < NTHREADS; i++) {
+    for (uint64_t i = 0; i < nthreads; i++) {
         assert_int_equal(pthread_join(th[i], NULL), 0);
         struct counts *c = &workers[i].n;
         sum.ops += c->ops;
@@ -416,11 +451,12 @@ static void test_stress(void **state)
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    print_message("# stress: %llu operations by %d threads in %.1f s (seed %llu): "
+    print_message("# stress: %llu operations by %d threads in %.1f s (seed %llu, %s, %.0f ops/s): "
                   "%llu malloc, %llu calloc, %llu aligned, %llu realloc, %llu free, "
                   "%llu handed off, %llu freed by another thread, %llu over 32 KiB; "
                   "stats read %llu times, sm_free_os_memory %llu times\n",
-                  (unsigned long long)sum.ops, NTHREADS, secs, (unsigned long long)seed,
+                  (unsigned long long)sum.ops, (int)nthreads, secs, (unsigned long long)seed,
+                  allocator, secs > 0 ? (double)sum.ops / secs : 0.0,
                   (unsigned long long)sum.mallocs, (unsigned long long)sum.callocs,
                   (unsigned long long)sum.memaligns, (unsigned long long)sum.reallocs,
                   (unsigned long long)sum.frees, (unsigned long long)sum.handoffs,
@@ -428,7 +464,10 @@ static void test_stress(void **state)
                   (unsigned long long)monitor_reads, (unsigned long long)monitor_releases);
     if (nfailures != 0)
         fail_msg("%ld failures; the first: %s", nfailures, first_failure);
-    assert_int_equal(sum.ops, total);
+    if (seconds == 0)
+        assert_int_equal(sum.ops, total);
+    else
+        assert_true(sum.ops > 0);
     /* Every handoff was freed by some thread. */
     assert_int_equal(sum.remote_frees, sum.handoffs);
 }
