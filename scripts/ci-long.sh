@@ -120,6 +120,7 @@ measure() {
 	local pre_cmd=()
 	[ -n "$preload" ] && pre_cmd=(env "LD_PRELOAD=$preload")
 	local t0
+	cut -d ' ' -f 1 /proc/loadavg >"$log/$name.load"
 	t0=$(now_ms)
 	"$maxrss" -o "$log/$name.rss" timeout -k 10 "$limit" "${pre_cmd[@]}" "$@" \
 		<"${STDIN:-/dev/null}" >"$log/$name.out" 2>"$log/$name.err"
@@ -507,6 +508,7 @@ part_sqlite() {
 		echo "| result | $(describe_status "$sg") | $(describe_status "$ss") | |"
 		echo "| wall time | $(secs "$tg") | $(secs "$ts") | $(ratio "$tg" "$ts") |"
 		echo "| peak RSS | $(mib "$kg") | $(mib "$ks") | $(ratio "$kg" "$ks") |"
+		echo "| load average at its start | $(get sqlite-glibc load) | $(get sqlite-spanmalloc load) | |"
 	} >>"$report"
 }
 
@@ -557,6 +559,7 @@ part_stress() {
 		echo
 		echo "\`tests/stress/test_stress\` (every byte of every object checked; malloc, calloc, aligned, realloc, cross-thread free; sizes up to 1 MiB),"
 		echo "timed runs with \`STRESS_SECONDS\`; the glibc column is the same program built without spanmalloc (\`tests/stress/test_stress_libc\`)."
+		echo "The runs follow one another, so their speeds compare only as well as the machine's load at the time allowed (last row)."
 		echo "The profiled run sets \`SPANMALLOC_PROFILE_RATE=1024 SPANMALLOC_STATS=1s SPANMALLOC_RELEASE=free\` and writes a heap profile at exit ($lines stats lines)."
 		echo
 		echo "| | glibc, 8 threads | spanmalloc, 8 threads | ratio | spanmalloc profiled, 4 threads |"
@@ -565,6 +568,7 @@ part_stress() {
 		echo "| wall time | $(secs "$(get stress-glibc ms)") | $(secs "$(get stress-spanmalloc ms)") | | $(secs "$(get stress-profile ms)") |"
 		echo "| operations/s | $(rate "${og:-0}") | $(rate "${os:-0}") | $(ratio "${og:-0}" "${os:-0}") | $(rate "${op:-0}") |"
 		echo "| peak RSS | $(mib "$kg") | $(mib "$ks") | $(ratio "$kg" "$ks") | $(mib "$kp") |"
+		echo "| load average at its start | $(get stress-glibc load) | $(get stress-spanmalloc load) | | $(get stress-profile load) |"
 	} >>"$report"
 }
 
