@@ -30,7 +30,7 @@ cd "$top" || exit 2
 for extra in scripts/ci-robust.sh scripts/ci-long.sh; do
     [ -f "$extra" ] || continue
     echo "==== $extra"
-    sh "$extra" >"_build/$(basename "$extra" .sh).out" 2>&1
+    "./$extra" >"_build/$(basename "$extra" .sh).out" 2>&1
     xrc=$?
     grep -E '^(PASS|FAIL|  )' "_build/$(basename "$extra" .sh).out"
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "_build/$(basename "$extra" .sh).out" | tail -1)
