@@ -25,7 +25,7 @@
  *     SIMPLE   the form above: (rsp or rbp, k, m);
  *     END      the return address is undefined (_start, a thread's start):
  *              the stack ends after this frame, as libgcc's does;
- *     COMPLEX  anything else: a CFA expression (PLT stubs, realigned
+ *     COMPLEX  anything else: a CFA expression (PLT entries, realigned
  *              stacks), a signal frame ('S' augmentation), a CFA in another
  *              register, an unknown augmentation or opcode.
  * and goes into a fixed cache (below).  The walk then costs a hash, a load

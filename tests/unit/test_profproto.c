@@ -24,7 +24,7 @@
  *               rate 1, Go's scaled values at rate 524288, alloc_space, and
  *               the difference of two profiles with -base.
  *
- * Links profproto.c and stack.c with os_stub.c (not os_linux.c), whose
+ * Links profproto.c and stack.c with os_fake.c (not os_linux.c), whose
  * counters show what the writer leaves mapped.  Files go to a fresh
  * directory under $TMPDIR, removed at the end unless SM_TEST_KEEP is set;
  * SM_TEST_VERBOSE=1 prints every pprof command and its output.
@@ -58,7 +58,7 @@
 #include "os.h"
 #include "profproto.h"
 #include "stack.h"
-#include "os_stub.h"
+#include "os_fake.h"
 
 /* ---- a counting malloc ------------------------------------------------- */
 
@@ -749,23 +749,23 @@ static void test_write_no_malloc_no_leak(void **state)
     int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
     assert_true(fd >= 0);
 
-    size_t live = os_stub_live_bytes();
+    size_t live = os_fake_live_bytes();
     uint64_t before = calls();
     assert_int_equal(sm_profproto_write(fd, r, NSITES, 524288, 1), 0);
     assert_int_equal(calls() - before, 0);
-    assert_int_equal(os_stub_live_bytes(), live);
+    assert_int_equal(os_fake_live_bytes(), live);
 
     /* Every sm_os_alloc the write makes, failed in turn: ENOMEM, no leak. */
-    uint64_t a0 = os_stub_alloc_calls();
+    uint64_t a0 = os_fake_alloc_calls();
     assert_int_equal(sm_profproto_write(fd, r, NSITES, 524288, 1), 0);
-    uint64_t nalloc = os_stub_alloc_calls() - a0;
+    uint64_t nalloc = os_fake_alloc_calls() - a0;
     assert_true(nalloc >= 5);
     for (uint64_t k = 1; k <= nalloc; k++) {
         sm_os_fail_nth(k);
         errno = 0;
         assert_int_equal(sm_profproto_write(fd, r, NSITES, 524288, 1), -1);
         assert_int_equal(errno, ENOMEM);
-        assert_int_equal(os_stub_live_bytes(), live);
+        assert_int_equal(os_fake_live_bytes(), live);
     }
     sm_os_fail_nth(0);
     close(fd);
@@ -776,7 +776,7 @@ static void test_write_errors(void **state)
     (void)state;
     struct sm_prof_record r[NSITES];
     records(r, 100);
-    size_t live = os_stub_live_bytes();
+    size_t live = os_fake_live_bytes();
 
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);      /* not writable */
     assert_true(fd >= 0);
@@ -794,7 +794,7 @@ static void test_write_errors(void **state)
     assert_int_equal(errno, EPIPE);
     close(pipefd[1]);
     signal(SIGPIPE, SIG_DFL);
-    assert_int_equal(os_stub_live_bytes(), live);
+    assert_int_equal(os_fake_live_bytes(), live);
 
     /* No records at all is still a valid profile. */
     fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -820,9 +820,9 @@ static void test_write_large(void **state)
     char path[PATH_MAX];
     path_in_tmp(path, sizeof path, "large.pb.gz");
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    size_t live = os_stub_live_bytes();
+    size_t live = os_fake_live_bytes();
     assert_int_equal(sm_profproto_write(fd, r, N, 1, 1), 0);
-    assert_int_equal(os_stub_live_bytes(), live);
+    assert_int_equal(os_fake_live_bytes(), live);
     close(fd);
 
     size_t len;

@@ -29,7 +29,7 @@
  * The shapes are in stack_shapes_fp.c (-fno-omit-frame-pointer),
  * stack_shapes_nofp.c and stack_shapes.cc (-fomit-frame-pointer) and
  * stack_shlib.c (a shared library, STACK_SHLIB).  Links stack.c with
- * os_stub.c, dynamically, so the objects have their own .eh_frame.
+ * os_fake.c, dynamically, so the objects have their own .eh_frame.
  */
 #include <stdarg.h>
 #include <stddef.h>

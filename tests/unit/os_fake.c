@@ -1,7 +1,7 @@
 /*
- * os_stub.c - test-only OS layer: sm_os_alloc, sm_os_free, sm_os_page_size
+ * os_fake.c - test-only OS layer: sm_os_alloc, sm_os_free, sm_os_page_size
  * and sm_os_fail_nth as os.h states them, over mmap, with counters (see
- * os_stub.h).  sm_os_free checks that the size matches the allocation, as
+ * os_fake.h).  sm_os_free checks that the size matches the allocation, as
  * munmap of the wrong length would silently leak or unmap a neighbour.
  */
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "os.h"
-#include "os_stub.h"
+#include "os_fake.h"
 
 static size_t live_bytes, live_blocks;
 static uint64_t alloc_calls, fail_countdown;
@@ -61,17 +61,17 @@ void sm_os_free(void *p, size_t size)
     munmap(base, len + ps);
 }
 
-size_t os_stub_live_bytes(void)
+size_t os_fake_live_bytes(void)
 {
     return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED);
 }
 
-size_t os_stub_live_blocks(void)
+size_t os_fake_live_blocks(void)
 {
     return __atomic_load_n(&live_blocks, __ATOMIC_RELAXED);
 }
 
-uint64_t os_stub_alloc_calls(void)
+uint64_t os_fake_alloc_calls(void)
 {
     return __atomic_load_n(&alloc_calls, __ATOMIC_RELAXED);
 }

@@ -1,19 +1,19 @@
 /*
- * os_stub.h - a test-only OS layer (os_stub.c) for unit tests that link one
+ * os_fake.h - a test-only OS layer (os_fake.c) for unit tests that link one
  * module without the rest of the allocator: it implements the metadata
  * calls of os.h over mmap and counts what is outstanding, so a test can
  * check that a module gives back everything it took, and fail on demand.
  */
-#ifndef SM_TEST_OS_STUB_H
-#define SM_TEST_OS_STUB_H
+#ifndef SM_TEST_OS_FAKE_H
+#define SM_TEST_OS_FAKE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 /* Bytes and blocks obtained with sm_os_alloc and not yet freed. */
-size_t os_stub_live_bytes(void);
-size_t os_stub_live_blocks(void);
+size_t os_fake_live_bytes(void);
+size_t os_fake_live_blocks(void);
 /* sm_os_alloc calls so far (successful or not). */
-uint64_t os_stub_alloc_calls(void);
+uint64_t os_fake_alloc_calls(void);
 
 #endif
