@@ -102,12 +102,18 @@ else
     export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
     # Three quarters at the default sampling rate; a quarter sampling
     # every 4 KiB, so the profiler marks and unmarks spans whose other
-    # objects are being freed by other threads.
+    # objects are being freed by other threads; then eight short runs,
+    # each a new start with eight threads making their first allocations
+    # at once (the allocator is not used before them in this build).
     echo "== test_stress_tsan" >>$log
     STRESS_OPS=$((TSAN_STRESS_OPS * 3 / 4)) run_tap $log tests/sanitize/test_stress_tsan || rc=1
     echo "== test_stress_tsan, SPANMALLOC_PROFILE_RATE=4096" >>$log
-    SPANMALLOC_PROFILE_RATE=4096 STRESS_OPS=$((TSAN_STRESS_OPS / 4)) \
+    SPANMALLOC_PROFILE_RATE=4096 STRESS_SEED=2 STRESS_OPS=$((TSAN_STRESS_OPS / 4)) \
         run_tap $log tests/sanitize/test_stress_tsan || rc=1
+    for seed in 3 4 5 6 7 8 9 10; do
+        echo "== test_stress_tsan, seed $seed" >>$log
+        STRESS_SEED=$seed STRESS_OPS=10000 run_tap $log tests/sanitize/test_stress_tsan || rc=1
+    done
     unset TSAN_OPTIONS
     grep -q 'WARNING: ThreadSanitizer' $log && rc=1
 fi

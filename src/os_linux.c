@@ -107,10 +107,15 @@ bool sm_os_release(void *p, size_t size, int advice)
 
 size_t sm_os_page_size(void)
 {
+    /* Threads that ask first, under different locks, may all store it:
+     * the same value, with relaxed atomics so that is a defined race. */
     static size_t cached;
-    if (cached == 0)
-        cached = (size_t)sysconf(_SC_PAGESIZE);
-    return cached;
+    size_t ps = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (ps == 0) {
+        ps = (size_t)sysconf(_SC_PAGESIZE);
+        __atomic_store_n(&cached, ps, __ATOMIC_RELAXED);
+    }
+    return ps;
 }
 
 void *sm_os_alloc(size_t size)
