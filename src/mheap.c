@@ -248,8 +248,10 @@ static bool grow(struct sm_mheap *h, size_t npages)
     return true;
 }
 
-/* Released pages of [base, base + npages), a part of free run s: none or
- * all without looking when the run is all resident or all released. */
+/* Released pages of [base, base + npages), a part of a free run of
+ * run_pages pages of which run_released_pages are released: none or all
+ * without looking at the bitmap when the run is all resident or all
+ * released. */
 static size_t run_released(uint32_t run_released_pages, size_t run_pages, uintptr_t base,
                            size_t npages)
 {
