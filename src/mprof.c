@@ -17,17 +17,17 @@
  * and the next one is drawn with the rate then in effect.
  *
  * What.  sm_mprof_record_alloc runs on the slow path after the object is
- * allocated, with no allocator lock held.  It captures the stack
- * (stack.c: the DWARF call frame information, through cached rules, so
- * programs without frame pointers unwind), leaves out our own frames (its own and the slow path's, always
- * ours, then any whose address is in this library's text, then C++'s
- * operator new, so the leaf is the function that allocated), and charges
- * the bucket of that stack and size.  The size must be what the countdown
- * was decreased by, or the writer's scaling is biased.  Buckets are keyed
- * by stack and size, as Go's are, so the writer scales each with its exact
- * object size.  They live in a hash table in memory from the OS layer
- * (never malloc), are never freed, and count allocations and frees,
- * objects and bytes.
+ * allocated, with no allocator lock held.  It captures the stack (stack.c:
+ * the DWARF call frame information, through cached rules, so programs
+ * without frame pointers unwind), leaves out our own frames (its own and
+ * the slow path's, always ours, then any whose address is in this library's
+ * text, then C++'s operator new, so the leaf is the function that
+ * allocated), and charges the bucket of that stack and size.  The size must
+ * be what the countdown was decreased by, or the writer's scaling is
+ * biased.  Buckets are keyed by stack and size, as Go's are, so the writer
+ * scales each with its exact object size.  They live in a hash table in
+ * memory from the OS layer (never malloc), are never freed, and count
+ * allocations and frees, objects and bytes.
  *
  * Free.  A sampled object gets a struct sm_special (mprof.h) on its span's
  * list, sorted by address (Go's mspan.specials).  A small span with a
@@ -61,8 +61,9 @@
  *
  * A sample's cost is mostly cache misses (the lock, the span, the bucket
  * table, a special: each a line the program's own work has evicted since
- * the last sample), so record_alloc prefetches the ones it knows before it
- * walks the stack, and the walk hides their latency.
+ * the last sample), so record_alloc prefetches the lines it knows before
+ * it walks the stack, which hides their latency, and the bucket's slot
+ * before it puts the special on its span's list.
  *
  * Recursion.  If the unwinder (or anything the profiler calls) allocates,
  * that allocation is not sampled: tls_busy is set while the profiler runs

@@ -119,7 +119,6 @@
 #include "stack.h"
 
 #define SM_STACK_NOINLINE __attribute__((noinline))
-#define SM_STACK_HIDDEN __attribute__((visibility("hidden")))
 
 /* ---- counters ---------------------------------------------------------- */
 
@@ -811,7 +810,9 @@ static uintptr_t stack_top(uintptr_t sp)
 
 /* Walk from the frame that returns to pc with stack pointer sp and frame
  * pointer bp, by cached rules.  Returns the number of frames, or -1 if a
- * frame needs libgcc or an address to read is not on the stack. */
+ * frame needs libgcc or an address to read is not on the stack.  Either
+ * way, a walk that used a rule for code loaded after start-up then checks
+ * for unloaded code, so a stale rule that sent it astray goes too. */
 __attribute__((no_sanitize_address, no_sanitize_thread))
 static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, uintptr_t bp)
 {
@@ -850,14 +851,11 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         }
         uint64_t w = cache_lookup(set, a);
         if (w != 0) {
-            if ((w & 3) != SM_FRAME_SIMPLE) {
-                if ((w & 3) == SM_FRAME_END) {
-                    late_code |= (w & W_BOOT) == 0;
-                    break;
-                }
-                return -1;
-            }
             late_code |= (w & W_BOOT) == 0;
+            if ((w & 3) == SM_FRAME_END)
+                break;
+            if ((w & 3) != SM_FRAME_SIMPLE)
+                goto give_up;
             from_rbp = (w & W_FROM_RBP) != 0;
             cfa_off = ((w >> W_CFA_SHIFT) & ((1u << W_CFA_BITS) - 1)) << 3;
             rbp_at = ((w >> W_RBP_SHIFT) & ((1u << W_RBP_BITS) - 1)) << 3;
@@ -867,18 +865,18 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
             if (r.kind == SM_FRAME_END)
                 break;
             if (r.kind != SM_FRAME_SIMPLE)
-                return -1;
+                goto give_up;
             from_rbp = r.cfa_rbp;
             cfa_off = r.cfa_off;
             rbp_at = r.rbp_at;
         }
         uintptr_t cfa = (from_rbp ? bp : sp) + cfa_off;
         if (cfa < sp + 8 || cfa > hi || (cfa & 7))
-            return -1;
+            goto give_up;
         if (rbp_at != 0) {
             uintptr_t at = cfa - rbp_at;
             if (at < sp || at > cfa - 16)
-                return -1;
+                goto give_up;
             bp = *(const uintptr_t *)at;
         }
         pc = *(const uintptr_t *)(cfa - 8);
@@ -887,6 +885,10 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
     if (late_code && check_unloads())
         return -1;
     return n;
+give_up:
+    if (late_code)
+        check_unloads();
+    return -1;
 }
 
 SM_STACK_NOINLINE int sm_stack_capture(uintptr_t *pcs, int max, int skip)

@@ -18,8 +18,10 @@
  *             and one on an alternate signal stack: libgcc walks them, and
  *             the result is the same.
  *   unload    walks through code loaded at run time check for unloaded
- *             code (walks through start-up code alone do not); after
- *             dlclose the next such walk empties the cache and falls back.
+ *             code, also when they fall back (walks through start-up code
+ *             alone do not); after dlclose the next such walk empties the
+ *             cache and falls back, even where a stale rule sent it to
+ *             libgcc.
  *   bad rule  a rule planted in the cache that points off the stack makes
  *             the walk give up and fall back, with the right stack; one
  *             that ends the stack early shortens it, and nothing crashes.
@@ -332,9 +334,24 @@ static void test_shared_library(void **state)
     assert_true(same(&p));
     assert_int_equal(c1.unload_checks, c0.unload_checks);
 
+    /* A rule for the library that libgcc must follow: every walk through
+     * it falls back, and checks for unloaded code. */
+    pair_init(&p, NPCS, 0);
+    chain(6, stack_leaf, &p);
+    struct sm_frame_rule complex_rule = { SM_FRAME_COMPLEX, 0, 0, 0 };
+    sm_stack_cache_set(p.ref[0] - 1, &complex_rule);
+    c0 = counters();
+    pair_init(&p, NPCS, 0);
+    chain(6, stack_leaf, &p);
+    c1 = counters();
+    assert_true(same(&p));
+    assert_int_equal(c1.fallback, c0.fallback + 1);
+    assert_int_equal(c1.unload_checks, c0.unload_checks + 1);
+
     /* Unloaded and loaded again (perhaps elsewhere, perhaps at the same
-     * address): the first walk through it finds the cache out of date,
-     * empties it and lets libgcc walk; the next is the cached walk's. */
+     * address, where the rule above would now be stale): the first walk
+     * through it finds the cache out of date, empties it and lets libgcc
+     * walk; the next is the cached walk's. */
     assert_int_equal(dlclose(h), 0);
     h = dlopen(STACK_SHLIB, RTLD_NOW | RTLD_LOCAL);
     assert_non_null(h);
