@@ -355,8 +355,9 @@ SM_INLINE void sm_mspan_put(struct sm_mspan *s, void *p)
 
 /* Pop an object of class cls from this thread's cache.  One test: the list
  * is empty (a new thread's cache is the static empty one, so this also
- * covers "not initialised"; so is checked mode's), its head is not a valid
- * address (a corrupted link), or the profiler's countdown ran out. */
+ * covers "not initialised"; checked mode keeps every list empty), its head
+ * is not a valid address (a corrupted link), or the profiler's countdown
+ * ran out. */
 SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;

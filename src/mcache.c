@@ -11,8 +11,10 @@
  * at most two batches, so a thread caches at most ~64 KiB per class.
  *
  * Lists are encoded (internal.h).  The fast path checks a head only for
- * being an aligned user address; the slow path and drain also check that
- * each object they follow lies in a span of the class (one page-map load).
+ * being an aligned user address; the slow path also checks that the head
+ * it pops lies in a span of the class (one page-map load); drain checks
+ * each link's address before following it, and mcentral checks each object
+ * it is given against the page map before writing through it.
  *
  * Checked mode (and valgrind) keep every bound at 0 and every list empty:
  * each malloc and free comes here and goes to mcentral one object at a
