@@ -100,13 +100,25 @@ SM_HIDDEN void *sm_fixalloc_alloc(struct sm_fixalloc *f);   /* zeroed; NULL on O
 SM_HIDDEN void sm_fixalloc_free(struct sm_fixalloc *f, void *p);
 
 /* ---- pagemap.c -------------------------------------------------------- */
-SM_HIDDEN extern struct sm_heap_arena *sm_arenas[SM_ARENA_INDEX_LEN];
+/* Entry ai is 0 for address space that is not ours, or else the address of
+ * arena ai's pagekind array minus ai << (SM_ARENA_SHIFT - SM_PAGE_SHIFT):
+ * the kind byte of the page at a is then at sm_arenas[ai] + (a >>
+ * SM_PAGE_SHIFT), with no mask to take the page's index in its arena (one
+ * instruction off free's fast path).  pagekind is the arena's first field,
+ * so the same sum locates the arena. */
+SM_HIDDEN extern uintptr_t sm_arenas[SM_ARENA_INDEX_LEN];
+SM_INLINE uintptr_t sm_arena_bias(uintptr_t ai)
+{
+    return ai << (SM_ARENA_SHIFT - SM_PAGE_SHIFT);
+}
 
 SM_INLINE struct sm_heap_arena *sm_pagemap_arena(uintptr_t a)
 {
     if (sm_unlikely(a >> SM_ADDR_BITS))
         return NULL;
-    return sm_arenas[a >> SM_ARENA_SHIFT];
+    uintptr_t ai = a >> SM_ARENA_SHIFT;
+    uintptr_t e = __atomic_load_n(&sm_arenas[ai], __ATOMIC_ACQUIRE);
+    return e ? (struct sm_heap_arena *)(e + sm_arena_bias(ai)) : NULL;
 }
 SM_INLINE size_t sm_pagemap_index(uintptr_t a)
 {
@@ -203,11 +215,6 @@ SM_HIDDEN void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap 
 SM_HIDDEN extern struct sm_mcache sm_mcache_empty;
 SM_HIDDEN extern __thread struct sm_mcache *sm_tls_mcache __attribute__((tls_model("initial-exec")));
 SM_HIDDEN extern uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
-/* Byte offset in struct sm_mcache of the list for a request of n <=
- * SM_SMALL_SIZE_MAX bytes, indexed by (n + 15) / 16: sm_size_to_class16
- * shifted, filled in by sm_mcache_init_classes.  Until then it is zero,
- * the list of no class, which is empty in every cache. */
-SM_HIDDEN extern uint16_t sm_size_to_list16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1];
 SM_HIDDEN extern pthread_mutex_t sm_mcache_lock;   /* registry and dead stats */
 SM_HIDDEN void sm_mcache_init_classes(void);
 SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls, size_t size);
@@ -327,7 +334,7 @@ SM_INLINE bool sm_freelist_bad(const void *p)
 SM_HIDDEN __attribute__((noreturn)) SM_COLD void sm_freelist_corrupt(const char *fn, const void *obj, const void *link);
 
 /* Checked mode (SPANMALLOC_CHECK=1) and running under valgrind both send
- * every malloc and free to the slow path: thread caches keep bounds of 0
+ * every malloc and free to the slow path: thread caches keep no room
  * and empty lists, so both fast paths fail their one test.  The slow paths
  * test sm_check_slow (a plain load) and hand the object to check.c. */
 enum {
@@ -393,23 +400,28 @@ SM_INLINE void sm_link_store(void *p, void *next)
 
 /* ---- the fast paths ----------------------------------------------------- */
 
-/* Pop an object from this thread's list at byte offset off of its cache
- * (the list of class off >> SM_CACHECLASS_SHIFT).  One test: the list is
- * empty (a new thread's cache is the static empty one, so this also covers
- * "not initialised"; so is checked mode's), its head is not a valid address
- * (a corrupted link), or the profiler's countdown ran out.  The link is
- * stored encoded (sm_freelist_encode). */
-SM_INLINE void *sm_alloc_list(size_t off, size_t size)
+/* Objects on a list. */
+SM_INLINE uint32_t sm_cacheclass_count(const struct sm_cacheclass *cc)
 {
-    struct sm_mcache *c = sm_tls_mcache;
-    struct sm_cacheclass *cc = (struct sm_cacheclass *)((char *)c + off);
+    return cc->bound - cc->room;
+}
+
+/* Pop an object from list cc of this thread's cache c.  One test: the list
+ * is empty (a new thread's cache is the static empty one, so this also
+ * covers "not initialised"; so is checked mode's), its head is not a valid
+ * address (a corrupted link), or the profiler's countdown ran out.  The
+ * link is stored encoded (sm_freelist_encode).  The slow path is told the
+ * list's index, its class (0 for the empty cache's stand-in list: the slow
+ * path then finds the class from the size). */
+SM_INLINE void *sm_alloc_list(struct sm_mcache *c, struct sm_cacheclass *cc, size_t size)
+{
     /* The countdown goes by requested bytes (one register, no load). */
     intptr_t left = c->sample_left - (intptr_t)size;
     void *p = cc->head;
     if (sm_unlikely(left < 0 || sm_freelist_bad(p)))
-        return sm_mcache_alloc_slow((uint32_t)(off >> SM_CACHECLASS_SHIFT), size);
+        return sm_mcache_alloc_slow((uint32_t)(cc - c->c), size);
     cc->head = sm_freelist_decode(p, *(void **)p);
-    cc->count--;
+    cc->room++;
     c->sample_left = left;
     SM_COUNTER_ADD(cc->nmalloc, 1);
     return p;
@@ -417,43 +429,57 @@ SM_INLINE void *sm_alloc_list(size_t off, size_t size)
 
 SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
 {
-    return sm_alloc_list((size_t)cls << SM_CACHECLASS_SHIFT, size);
+    struct sm_mcache *c = sm_tls_mcache;
+    return sm_alloc_list(c, &c->c[cls], size);
 }
 
-/* malloc(size) for size <= SM_SMALL_SIZE_MAX: one table load gives the
- * list, with no class number to scale. */
+/* malloc(size) for size <= SM_SMALL_SIZE_MAX: one load from the cache
+ * gives the list. */
 SM_INLINE void *sm_alloc_small16(size_t size)
 {
-    return sm_alloc_list(sm_size_to_list16[(size + SM_SMALL_SIZE_DIV - 1) / SM_SMALL_SIZE_DIV],
-                         size);
+    struct sm_mcache *c = sm_tls_mcache;
+    return sm_alloc_list(c, c->bysize[(size + SM_SMALL_SIZE_DIV - 1) / SM_SMALL_SIZE_DIV], size);
+}
+
+/* cc->room != 0.  On x86-64 the test is made on the field in memory
+ * (cmpl): with its value never in a register, the decrement after it is one
+ * instruction (subl) instead of a load, a test, a subtraction and a store.
+ * A compiler left to itself keeps the value it tested. */
+SM_INLINE bool sm_has_room(const struct sm_cacheclass *cc)
+{
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_THREAD__)
+    __asm__ goto("cmpl $0, %0\n\tje %l[none]" : : "m"(cc->room) : "cc" : none);
+    return true;
+none:
+    return false;
+#else
+    return cc->room != 0;
+#endif
 }
 
 /* Push a freed object onto this thread's cache.  Pointers the cache cannot
  * take (not ours, large, free pages, profiled spans, a full list, the empty
- * cache) go to the slow path. */
+ * cache) go to the slow path: every kind byte indexes a list, and those
+ * lists have no room. */
 SM_INLINE void sm_free_fast(void *p)
 {
     uintptr_t a = (uintptr_t)p;
     uintptr_t ai = a >> SM_ARENA_SHIFT;
     if (sm_likely(ai < SM_ARENA_INDEX_LEN)) {
-        struct sm_heap_arena *ar = sm_arenas[ai];
-        if (sm_likely(ar != NULL)) {
-            /* The kind, shifted to the byte offset of its list: one
-             * register serves the class test and the address (the slow
-             * path looks the kind up again). */
-            /* Relaxed: the profiler may flip SM_PAGE_SLOW meanwhile (pagemap.c). */
-            size_t off = (size_t)__atomic_load_n(&ar->pagekind[sm_pagemap_index(a)], __ATOMIC_RELAXED)
+        uintptr_t kinds = __atomic_load_n(&sm_arenas[ai], __ATOMIC_RELAXED);
+        if (sm_likely(kinds != 0)) {
+            /* Relaxed: the profiler may flip SM_PAGE_SLOW meanwhile
+             * (pagemap.c); the slow path looks the kind up again. */
+            size_t off = (size_t)__atomic_load_n((const uint8_t *)(kinds + (a >> SM_PAGE_SHIFT)),
+                                                 __ATOMIC_RELAXED)
                          << SM_CACHECLASS_SHIFT;
-            if (sm_likely(off - ((size_t)1 << SM_CACHECLASS_SHIFT) <
-                          ((size_t)SM_NUM_SIZE_CLASSES - 1) << SM_CACHECLASS_SHIFT)) {
-                struct sm_cacheclass *cc = (struct sm_cacheclass *)((char *)sm_tls_mcache + off);
-                if (sm_likely(cc->count < cc->bound)) {
-                    *(void **)p = sm_freelist_encode(p, cc->head);
-                    cc->head = p;
-                    cc->count++;
-                    SM_COUNTER_ADD(cc->nfree, 1);
-                    return;
-                }
+            struct sm_cacheclass *cc = (struct sm_cacheclass *)((char *)sm_tls_mcache + off);
+            if (sm_likely(sm_has_room(cc))) {
+                SM_COUNTER_ADD(cc->nfree, 1);
+                cc->room--;
+                *(void **)p = sm_freelist_encode(p, cc->head);
+                cc->head = p;
+                return;
             }
         }
     }

@@ -3,7 +3,7 @@
  * no lock and no atomic (Go's mcache per P, tcmalloc's thread cache).
  *
  * A thread starts on sm_mcache_empty, a static cache whose lists are empty
- * and whose bounds are zero, so both fast paths fail their one test and come
+ * and have no room, so both fast paths fail their one test and come
  * here, where the thread's real cache is made (mimalloc's _mi_heap_empty,
  * Go's emptymspan).  Refills take a batch from mcentral; a free that finds
  * its list at the bound first gives the whole list back.  Batch sizes follow
@@ -25,7 +25,7 @@
  * checks every object of a list handed to it against the page map before
  * it reads the object's link.
  *
- * Checked mode (and valgrind) keep every bound at 0 and every list empty:
+ * Checked mode (and valgrind) keep every list empty and without room:
  * each malloc and free comes here and goes to mcentral one object at a
  * time through check.c; the counters are kept the same way.  Their large
  * objects go straight back to the heap, never to the large cache, so the
@@ -46,14 +46,17 @@
 
 #include "internal.h"
 
-SM_HIDDEN struct sm_mcache sm_mcache_empty;
+SM_HIDDEN struct sm_mcache sm_mcache_empty = {
+    /* The stand-in list of no class: empty, so malloc comes to the slow
+     * path, which finds the class from the size. */
+    .bysize = {[0 ... SM_CACHE_BYSIZE - 1] = &sm_mcache_empty.c[0]},
+};
 SM_HIDDEN __thread struct sm_mcache *sm_tls_mcache
     __attribute__((tls_model("initial-exec"))) = &sm_mcache_empty;
 /* 0: no cache yet; 1: has one; 2: exiting, no cache any more. */
 static __thread uint8_t tls_state __attribute__((tls_model("initial-exec")));
 
 SM_HIDDEN uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
-SM_HIDDEN uint16_t sm_size_to_list16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1];
 SM_HIDDEN pthread_mutex_t sm_mcache_lock = PTHREAD_MUTEX_INITIALIZER;
 SM_HIDDEN struct sm_dead_stats sm_dead;
 SM_HIDDEN struct sm_mcache *sm_mcache_all;
@@ -68,8 +71,6 @@ void sm_mcache_init_classes(void)
         uint32_t b = 32768 / sm_class_to_size[cls];
         sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
     }
-    for (size_t i = 0; i < sizeof sm_size_to_list16 / sizeof sm_size_to_list16[0]; i++)
-        sm_size_to_list16[i] = (uint16_t)(sm_size_to_class16[i] << SM_CACHECLASS_SHIFT);
     sm_fixalloc_init(&sm_mcache_alloc, sizeof(struct sm_mcache));
     sm_mcache_empty.sample_left = 0;
     cache_key_ok = pthread_key_create(&cache_key, sm_mcache_thread_exit) == 0;
@@ -92,11 +93,16 @@ static struct sm_mcache *cache_create(void)
     pthread_mutex_unlock(&sm_mcache_lock);
     if (c == NULL)
         return NULL;
-    /* Checked mode and valgrind: bounds stay 0, lists empty, so every
-     * malloc and free comes to the slow path. */
+    /* Checked mode and valgrind: no room, lists empty, so every malloc and
+     * free comes to the slow path.  The lists of kinds that are no class
+     * keep no room either (fixalloc gives zeroed memory). */
     if (!sm_check_slow)
-        for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+        for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
             c->c[cls].bound = 2 * sm_class_batch[cls];
+            c->c[cls].room = c->c[cls].bound;
+        }
+    for (size_t i = 0; i < SM_CACHE_BYSIZE; i++)
+        c->bysize[i] = &c->c[sm_size_to_class16[i]];
     c->rng = ((uintptr_t)c ^ sm_nanotime()) | 1;
     c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
     c->sample_left = sm_mprof_next_sample(c);
@@ -153,7 +159,7 @@ static bool in_class(const void *p, uint32_t cls)
 
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
 {
-    if (cls == 0)   /* before sm_size_to_list16 was filled in */
+    if (cls == 0)   /* the empty cache's stand-in list (sm_alloc_small16) */
         cls = sm_size_to_class(size);
     if (sm_unlikely(sm_check_slow)) {
         /* Room for a canary: perhaps a larger class, or a large object
@@ -191,7 +197,7 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
                 return NULL;
             }
             cc->head = head;
-            cc->count = n;
+            cc->room = cc->bound - n;
             sm_worker_start();
         }
         p = cc->head;
@@ -199,7 +205,7 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
         if (sm_unlikely(sm_freelist_bad(p) || !in_class(p, cls)))
             sm_freelist_corrupt("malloc", NULL, p);
         cc->head = sm_link_load(p);
-        cc->count--;
+        cc->room++;
     }
     SM_COUNTER_ADD(cc->nmalloc, 1);
     /* Count down and record by the requested size, as the fast path does,
@@ -215,14 +221,14 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
 /* Give a class list back to mcentral, all of it. */
 static void drain(struct sm_cacheclass *cc, uint32_t cls)
 {
-    if (cc->count == 0)
+    uint32_t n = sm_cacheclass_count(cc);
+    if (n == 0)
         return;
     /* No walk here: mcentral checks each object before it follows the
      * object's link. */
     void *head = cc->head;
-    uint32_t n = cc->count;
     cc->head = NULL;
-    cc->count = 0;
+    cc->room = cc->bound;
     sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
 }
 
@@ -284,11 +290,11 @@ void sm_mcache_free_slow(void *p)
         c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
         sm_mcache_flush(c);
     }
-    if (cc->count >= cc->bound)
+    if (cc->room == 0)
         drain(cc, cls);
     *(void **)p = sm_freelist_encode(p, cc->head);
     cc->head = p;
-    cc->count++;
+    cc->room--;
     SM_COUNTER_ADD(cc->nfree, 1);
 }
 

@@ -2,8 +2,8 @@
  * pagemap.c - address to span in O(1), for any pointer we handed out.
  *
  * As Go's arena index: the 48-bit address space is cut into 64 MiB arenas;
- * sm_arenas[addr >> 26] points to the arena's metadata or is NULL for
- * address space that is not ours.  Each arena holds, per 8 KiB page:
+ * sm_arenas[addr >> 26] locates the arena's metadata or is 0 for
+ * address space that is not ours (biased: internal.h).  Each arena holds, per 8 KiB page:
  *   pagekind   one byte, all that free's fast path reads (types.h);
  *   spans      the span owning the page: every page of an in-use span, the
  *              first and last page of a free run (enough to join neighbours);
@@ -19,18 +19,37 @@
 
 #include "internal.h"
 
-SM_HIDDEN struct sm_heap_arena *sm_arenas[SM_ARENA_INDEX_LEN];
+SM_HIDDEN uintptr_t sm_arenas[SM_ARENA_INDEX_LEN];
+
+_Static_assert(offsetof(struct sm_heap_arena, pagekind) == 0,
+               "sm_arenas locates an arena by its pagekind array");
+
+/* The metadata of arena ai, or NULL if its address would make the biased
+ * entry 0 (the metadata sitting at exactly ai << 13: then another copy). */
+static struct sm_heap_arena *arena_meta(uintptr_t ai, uint64_t *meta_bytes)
+{
+    size_t bytes = (sizeof(struct sm_heap_arena) + 4095) & ~(size_t)4095;
+    struct sm_heap_arena *ar = sm_os_alloc(sizeof *ar);
+    if (ar != NULL && (uintptr_t)ar == sm_arena_bias(ai)) {
+        struct sm_heap_arena *other = sm_os_alloc(sizeof *ar);
+        sm_os_free(ar, sizeof *ar);
+        ar = other;
+    }
+    if (ar != NULL)
+        *meta_bytes += bytes;
+    return ar;
+}
 
 bool sm_pagemap_add_region(uintptr_t base, size_t size, uint64_t *meta_bytes)
 {
     for (uintptr_t a = base; a < base + size; a += SM_ARENA_SIZE) {
-        if (sm_arenas[a >> SM_ARENA_SHIFT] != NULL)
+        uintptr_t ai = a >> SM_ARENA_SHIFT;
+        if (sm_arenas[ai] != 0)
             continue;
-        struct sm_heap_arena *ar = sm_os_alloc(sizeof *ar);
+        struct sm_heap_arena *ar = arena_meta(ai, meta_bytes);
         if (ar == NULL)
             return false;   /* arenas registered so far stay: harmless */
-        *meta_bytes += (sizeof *ar + 4095) & ~(size_t)4095;
-        __atomic_store_n(&sm_arenas[a >> SM_ARENA_SHIFT], ar, __ATOMIC_RELEASE);
+        __atomic_store_n(&sm_arenas[ai], (uintptr_t)ar - sm_arena_bias(ai), __ATOMIC_RELEASE);
     }
     return true;
 }
@@ -41,7 +60,7 @@ bool sm_pagemap_add_region(uintptr_t base, size_t size, uint64_t *meta_bytes)
         uintptr_t a_ = (base);                                                \
         size_t left_ = (npages);                                              \
         while (left_ > 0) {                                                   \
-            struct sm_heap_arena *ar = sm_arenas[a_ >> SM_ARENA_SHIFT];       \
+            struct sm_heap_arena *ar = sm_pagemap_arena(a_);                  \
             size_t idx = sm_pagemap_index(a_);                                \
             size_t n = SM_PAGES_PER_ARENA - idx;                              \
             if (n > left_)                                                    \
@@ -80,7 +99,7 @@ void sm_pagemap_set_spans(uintptr_t base, size_t npages, struct sm_mspan *s)
 
 void sm_pagemap_set_span(uintptr_t addr, struct sm_mspan *s)
 {
-    sm_arenas[addr >> SM_ARENA_SHIFT]->spans[sm_pagemap_index(addr)] = s;
+    sm_pagemap_arena(addr)->spans[sm_pagemap_index(addr)] = s;
 }
 
 /* Bits [i, i+n) of a bitmap: count, set, or clear them word by word. */
@@ -136,7 +155,7 @@ size_t sm_pagemap_take_needzero(uintptr_t base, size_t npages)
     size_t dirty = npages;
     while (dirty > 0) {
         uintptr_t a = base + ((uintptr_t)(dirty - 1) << SM_PAGE_SHIFT);
-        struct sm_heap_arena *ar = sm_arenas[a >> SM_ARENA_SHIFT];
+        struct sm_heap_arena *ar = sm_pagemap_arena(a);
         size_t idx = sm_pagemap_index(a);
         if (!(ar->zero[idx / 64] >> (idx % 64) & 1))
             break;

@@ -176,8 +176,11 @@ struct sm_mcentral {
 
 struct sm_cacheclass {
     void *head;                /* free objects, linked through their first word */
-    uint32_t count;            /* objects on the list */
-    uint32_t bound;            /* most it may hold; 0 in the empty cache */
+    uint32_t room;             /* objects the list may still take: bound minus
+                                  its length (sm_cacheclass_count); 0 when it
+                                  takes none: the empty cache, checked mode,
+                                  and every kind byte that is no class */
+    uint32_t bound;            /* most it may hold */
     uint64_t nmalloc;          /* stats: objects handed out from this class */
     uint64_t nfree;            /* stats: objects given back to it */
 };
@@ -206,14 +209,26 @@ struct sm_largecache {
     uint64_t bytes_alloc, bytes_free;           /* stats: their span bytes */
 };
 
-/* The lists come first, so the list of class cls is at byte offset
- * cls << SM_CACHECLASS_SHIFT (c[0] is no class: its list stays empty). */
+/* The lists come first, indexed by a page's kind byte (types.h, SM_PAGE_*):
+ * the list of class cls is at byte offset cls << SM_CACHECLASS_SHIFT, and
+ * the kinds that are no class (none, large, free, a marked span's class)
+ * have lists that take nothing, so free's fast path needs no range test of
+ * the kind (c[0] is no class: its list stays empty).  The lists past the
+ * last class are never written: their bytes stay as the cache was made,
+ * zero. */
 #define SM_CACHECLASS_SHIFT 5
+#define SM_CACHE_KINDS 256
 _Static_assert(sizeof(struct sm_cacheclass) == (1u << SM_CACHECLASS_SHIFT),
                "the fast paths index the lists by shifting");
+#define SM_CACHE_BYSIZE (SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1)
 
 struct sm_mcache {
-    struct sm_cacheclass c[SM_NUM_SIZE_CLASSES];
+    struct sm_cacheclass c[SM_CACHE_KINDS];
+    /* The list for a request of n <= SM_SMALL_SIZE_MAX bytes, indexed by
+     * (n + 15) / 16 (mimalloc's pages_free_direct): one load from the
+     * cache, no table of our own to address.  In the empty cache every
+     * entry is &c[0]. */
+    struct sm_cacheclass *bysize[SM_CACHE_BYSIZE];
     intptr_t sample_left;      /* bytes until the next profile sample */
     struct sm_mcache *all_next, *all_prev;  /* registry, for stats */
     uint64_t flush_gen;        /* sm_free_os_memory generation seen */

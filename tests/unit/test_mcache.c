@@ -44,19 +44,19 @@ static void test_bounds(void **state)
     for (int i = 0; i < N; i++)
         objs[i] = malloc(64);
     /* A refill brings one batch at most. */
-    assert_true(cc->count <= sm_class_batch[cls]);
-    uint32_t prev = cc->count, drains = 0;
+    assert_true(sm_cacheclass_count(cc) <= sm_class_batch[cls]);
+    uint32_t prev = sm_cacheclass_count(cc), drains = 0;
     for (int i = 0; i < N; i++) {
         free(objs[i]);
-        assert_true(cc->count <= cc->bound);
+        assert_true(sm_cacheclass_count(cc) <= cc->bound);
         /* A free that finds the list full gives it all to mcentral and
          * keeps only the object it frees. */
-        if (cc->count < prev) {
+        if (sm_cacheclass_count(cc) < prev) {
             assert_int_equal(prev, cc->bound);
-            assert_int_equal(cc->count, 1);
+            assert_int_equal(sm_cacheclass_count(cc), 1);
             drains++;
         }
-        prev = cc->count;
+        prev = sm_cacheclass_count(cc);
     }
     assert_int_equal(cc->bound, 2 * sm_class_batch[cls]);
     assert_true(drains >= N / (2 * sm_class_batch[cls]) - 1);
@@ -71,10 +71,10 @@ static void test_flush(void **state)
     void *p = malloc(3000);
     free(p);
     uint32_t cls = sm_size_to_class(3000);
-    assert_true(sm_tls_mcache->c[cls].count > 0);
+    assert_true(sm_cacheclass_count(&sm_tls_mcache->c[cls]) > 0);
     sm_mcache_flush(sm_tls_mcache);
     for (uint32_t c = 1; c < SM_NUM_SIZE_CLASSES; c++)
-        assert_int_equal(sm_tls_mcache->c[c].count, 0);
+        assert_int_equal(sm_cacheclass_count(&sm_tls_mcache->c[c]), 0);
     assert_null(sm_tls_mcache->c[cls].head);
 }
 
