@@ -42,75 +42,10 @@
 #include <cmocka.h>
 
 #include "spanmalloc.h"
+#include "child.h"
 
 #define CLASS_A 13000
 #define CLASS_A_SLOT 13568
-
-static void *opaque_ptr(void *p)
-{
-    __asm__ volatile("" : "+r"(p));
-    return p;
-}
-
-static size_t opaque(size_t x)
-{
-    __asm__ volatile("" : "+r"(x));
-    return x;
-}
-
-/* ---- running a case in a child ----------------------------------------------- */
-
-struct outcome {
-    int exited;          /* 1: exit status in code; 0: killed by sig */
-    int code;
-    int sig;
-    char err[4096];
-    size_t errlen;
-};
-
-static void run_in_child(void (*fn)(void *), void *arg, struct outcome *o)
-{
-    memset(o, 0, sizeof *o);
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[1]);
-        signal(SIGABRT, SIG_DFL);
-        alarm(30);
-        fn(arg);
-        _exit(0);
-    }
-    close(fds[1]);
-    for (;;) {
-        ssize_t n = read(fds[0], o->err + o->errlen, sizeof o->err - 1 - o->errlen);
-        if (n > 0) {
-            o->errlen += (size_t)n;
-            if (o->errlen == sizeof o->err - 1)
-                break;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        break;
-    }
-    close(fds[0]);
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
-    o->err[o->errlen] = '\0';
-    if (WIFEXITED(status)) {
-        o->exited = 1;
-        o->code = WEXITSTATUS(status);
-    } else if (WIFSIGNALED(status)) {
-        o->sig = WTERMSIG(status);
-    }
-}
 
 /* The child died of SIGABRT after exactly "spanmalloc: fn(): what ptr\n". */
 static void expect_report(void (*fn)(void *), void *arg, const char *func, const char *what,

@@ -36,42 +36,7 @@ LC_ALL=C
 export LC_ALL
 unset LD_PRELOAD SPANMALLOC_PROFILE SPANMALLOC_PROFILE_SIGNAL SPANMALLOC_PROFILE_INTERVAL \
 	SPANMALLOC_PROFILE_RATE
-
-# --- TAP --------------------------------------------------------------------
-
-count=0
-failed=0
-
-ok() {
-	count=$((count + 1))
-	echo "ok $count - $1"
-}
-
-not_ok() {
-	count=$((count + 1))
-	failed=$((failed + 1))
-	echo "not ok $count - $1"
-}
-
-# check DESCRIPTION COMMAND...: ok if the command succeeds.
-check() {
-	what=$1
-	shift
-	if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
-
-skip() {
-	n=$1
-	while [ "$n" -gt 0 ]; do
-		count=$((count + 1))
-		echo "ok $count # SKIP $2"
-		n=$((n - 1))
-	done
-}
-
-diag() {
-	printf '%s\n' "$@" | sed 's/^/# /'
-}
+. "$here/tap.sh"
 
 echo "1..$planned"
 

@@ -31,41 +31,7 @@ LC_ALL=C
 TZ=UTC
 export LC_ALL TZ
 unset LD_PRELOAD
-
-# --- TAP --------------------------------------------------------------------
-
-count=0
-failed=0
-
-ok() {
-	count=$((count + 1))
-	echo "ok $count - $1"
-}
-
-not_ok() {
-	count=$((count + 1))
-	failed=$((failed + 1))
-	echo "not ok $count - $1"
-}
-
-# skip N REASON: mark the next N checks skipped.
-skip() {
-	n=$1
-	while [ "$n" -gt 0 ]; do
-		count=$((count + 1))
-		echo "ok $count # SKIP $2"
-		n=$((n - 1))
-	done
-}
-
-diag() {
-	printf '%s\n' "$@" | sed 's/^/# /'
-}
-
-bail_out() {
-	echo "Bail out! $1"
-	exit 1
-}
+. "$here/tap.sh"
 
 # --- Setup ------------------------------------------------------------------
 

@@ -25,32 +25,7 @@
 set -u
 planned=11
 echo "1..$planned"
-count=0
-failed=0
-
-ok() {
-	count=$((count + 1))
-	echo "ok $count - $1"
-}
-
-not_ok() {
-	count=$((count + 1))
-	failed=$((failed + 1))
-	echo "not ok $count - $1"
-}
-
-check() {
-	# check DESCRIPTION COMMAND...: ok if COMMAND succeeds.
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
-
-bail_out() {
-	echo "Bail out! $1"
-	exit 1
-}
-
+. "$(cd "$(dirname "$0")" && pwd)/tap.sh"
 [ -n "${SPANMALLOC_LIB:-}" ] && [ -f "$SPANMALLOC_LIB" ] ||
 	bail_out "SPANMALLOC_LIB does not name the built shared library"
 command -v valgrind >/dev/null 2>&1 ||

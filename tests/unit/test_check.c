@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "../integration/child.h"
 
 static char a_global[64];
 
@@ -121,44 +122,6 @@ static void test_check_class(void **state)
 }
 
 /* ---- walkers reject a bad link ------------------------------------------------ */
-
-struct outcome {
-    int sig;
-    int code;
-    char err[1024];
-};
-
-static void run_in_child(void (*fn)(void *), void *arg, struct outcome *o)
-{
-    memset(o, 0, sizeof *o);
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        signal(SIGABRT, SIG_DFL);
-        alarm(30);
-        fn(arg);
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t len = 0;
-    ssize_t n;
-    while ((n = read(fds[0], o->err + len, sizeof o->err - 1 - len)) > 0)
-        len += (size_t)n;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (WIFSIGNALED(status))
-        o->sig = WTERMSIG(status);
-    else
-        o->code = WEXITSTATUS(status);
-}
 
 static void expect_corrupt(void (*fn)(void *), void *arg, const char *want)
 {
