@@ -406,6 +406,34 @@ SM_INLINE uint32_t sm_cacheclass_count(const struct sm_cacheclass *cc)
     return cc->bound - cc->room;
 }
 
+/* The profiler's countdown: c->sample_left -= size; true if it went below
+ * zero.  It goes by requested bytes.  On x86-64 the subtraction is made in
+ * memory and its sign is the test (subq, js): two instructions instead of
+ * a load, a subtraction, a test and a store.  Every malloc fast path
+ * counts down before it tests its list, so sm_mcache_alloc_slow finds the
+ * request already counted.  The static empty cache is counted down too,
+ * by any thread without a cache of its own: its countdown is never read
+ * (its lists are empty, so the slow path runs anyway and counts on the
+ * thread's real cache), and under ThreadSanitizer the subtraction is a
+ * relaxed atomic, so that race is declared. */
+SM_INLINE bool sm_sample_countdown(struct sm_mcache *c, size_t size)
+{
+#if defined(__SANITIZE_THREAD__)
+    return __atomic_sub_fetch(&c->sample_left, (intptr_t)size, __ATOMIC_RELAXED) < 0;
+#elif defined(__x86_64__) && (__GNUC__ >= 11 || __clang_major__ >= 11)
+    __asm__ goto("subq %1, %0\n\tjs %l[expired]"
+                 : "+m"(c->sample_left)
+                 : "r"((intptr_t)size)
+                 : "cc"
+                 : expired);
+    return false;
+expired:
+    return true;
+#else
+    return (c->sample_left -= (intptr_t)size) < 0;
+#endif
+}
+
 /* Pop an object from list cc of this thread's cache c.  One test: the list
  * is empty (a new thread's cache is the static empty one, so this also
  * covers "not initialised"; so is checked mode's), its head is not a valid
@@ -415,14 +443,11 @@ SM_INLINE uint32_t sm_cacheclass_count(const struct sm_cacheclass *cc)
  * path then finds the class from the size). */
 SM_INLINE void *sm_alloc_list(struct sm_mcache *c, struct sm_cacheclass *cc, size_t size)
 {
-    /* The countdown goes by requested bytes (one register, no load). */
-    intptr_t left = c->sample_left - (intptr_t)size;
     void *p = cc->head;
-    if (sm_unlikely(left < 0 || sm_freelist_bad(p)))
+    if (sm_unlikely(sm_sample_countdown(c, size) || sm_freelist_bad(p)))
         return sm_mcache_alloc_slow((uint32_t)(cc - c->c), size);
     cc->head = sm_freelist_decode(p, *(void **)p);
     cc->room++;
-    c->sample_left = left;
     SM_COUNTER_ADD(cc->nmalloc, 1);
     return p;
 }

@@ -72,7 +72,6 @@ void sm_mcache_init_classes(void)
         sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
     }
     sm_fixalloc_init(&sm_mcache_alloc, sizeof(struct sm_mcache));
-    sm_mcache_empty.sample_left = 0;
     cache_key_ok = pthread_key_create(&cache_key, sm_mcache_thread_exit) == 0;
 }
 
@@ -157,23 +156,29 @@ static bool in_class(const void *p, uint32_t cls)
     return ar != NULL && (uint32_t)(__atomic_load_n(&ar->pagekind[sm_pagemap_index((uintptr_t)p)], __ATOMIC_RELAXED) & ~SM_PAGE_SLOW) == cls;
 }
 
+/* The fast path has counted size down on this thread's cache
+ * (sm_sample_countdown) before it came here. */
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
 {
+    struct sm_mcache *c = sm_tls_mcache;
     if (cls == 0)   /* the empty cache's stand-in list (sm_alloc_small16) */
         cls = sm_size_to_class(size);
     if (sm_unlikely(sm_check_slow)) {
-        /* Room for a canary: perhaps a larger class, or a large object
-         * (which counts its own sample). */
+        /* Room for a canary: perhaps a larger class, or a large object,
+         * which counts its own sample (so not twice). */
         uint32_t real = sm_check_class(cls, size);
-        if (real == 0)
+        if (real == 0) {
+            if (c != &sm_mcache_empty)
+                c->sample_left += (intptr_t)size;
             return sm_large_alloc(size, 0);
+        }
         cls = real;
     }
-    struct sm_mcache *c = sm_tls_mcache;
     if (c == &sm_mcache_empty) {
         c = cache_create();
         if (c == NULL)
             return alloc_uncached(cls, size);
+        c->sample_left -= (intptr_t)size;   /* counted on the empty cache */
     }
     if (sm_unlikely(c->flush_gen != __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED))) {
         /* sm_free_os_memory asked every thread to give its cache back. */
@@ -208,9 +213,8 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
         cc->room++;
     }
     SM_COUNTER_ADD(cc->nmalloc, 1);
-    /* Count down and record by the requested size, as the fast path does,
-     * so the profile's bytes are what the program asked for. */
-    c->sample_left -= (intptr_t)size;
+    /* Record by the requested size, which is what was counted down, so the
+     * profile's bytes are what the program asked for. */
     if (sm_unlikely(c->sample_left < 0)) {
         c->sample_left = sm_mprof_next_sample(c);
         sm_mprof_record_alloc(p, size);

@@ -4,8 +4,8 @@
  * sampled object finds it again, and when a profile is written.
  *
  * When.  Each thread cache counts bytes down to its next sample
- * (sample_left; the fast path pays one subtraction and shares its one test
- * with the empty list check).  The distance between samples is drawn from
+ * (sample_left; the fast path pays one subtraction in memory and a branch
+ * on its sign, sm_sample_countdown).  The distance between samples is drawn from
  * an exponential distribution with mean SPANMALLOC_PROFILE_RATE, as Go's
  * runtime.MemProfileRate does, so objects of every size are sampled
  * without bias: a Poisson process over allocated bytes, under which an
