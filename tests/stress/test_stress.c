@@ -21,6 +21,8 @@
  * total_alloc), the cumulative counters never go backwards, and the heap's
  * pages add up; every tenth read it calls sm_free_os_memory, so caches are
  * flushed and idle pages released while the workers allocate into them.
+ * Over glibc (below) the monitor does the same with mallinfo2 and
+ * malloc_trim(0).
  *
  * The run is a number of operations, not a time: STRESS_OPS (default
  * 8,000,000, about 10 to 20 seconds on 2 cores) split between the threads.
@@ -331,7 +333,25 @@ static uint64_t monitor_reads, monitor_releases;
 static void *monitor_main(void *arg)
 {
     (void)arg;
-#ifndef STRESS_LIBC_MALLOC   /* glibc has no stats to read */
+#ifdef STRESS_LIBC_MALLOC
+    /* The same work over glibc, so that the two builds' speeds compare:
+     * its statistics (mallinfo2) at the same pace, and every tenth read its
+     * nearest to sm_free_os_memory, malloc_trim(0), which gives the free
+     * memory of every arena back to the OS. */
+    while (!__atomic_load_n(&workers_done, __ATOMIC_ACQUIRE)) {
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        struct mallinfo2 mi = mallinfo2();
+        monitor_reads++;
+        if (mi.uordblks > mi.arena + mi.hblkhd)
+            record_failure("glibc stats: in use %zu > arena %zu + mmapped %zu", mi.uordblks,
+                           mi.arena, mi.hblkhd);
+        if (monitor_reads % 10 == 0) {
+            malloc_trim(0);
+            monitor_releases++;
+        }
+    }
+#else
     struct sm_memstats prev, cur;
     sm_read_memstats(&prev);
     while (!__atomic_load_n(&workers_done, __ATOMIC_ACQUIRE)) {
@@ -454,7 +474,7 @@ static void test_stress(void **state)
     print_message("# stress: %llu operations by %d threads in %.1f s (seed %llu, %s, %.0f ops/s): "
                   "%llu malloc, %llu calloc, %llu aligned, %llu realloc, %llu free, "
                   "%llu handed off, %llu freed by another thread, %llu over 32 KiB; "
-                  "stats read %llu times, sm_free_os_memory %llu times\n",
+                  "stats read %llu times, released %llu times\n",
                   (unsigned long long)sum.ops, (int)nthreads, secs, (unsigned long long)seed,
                   allocator, secs > 0 ? (double)sum.ops / secs : 0.0,
                   (unsigned long long)sum.mallocs, (unsigned long long)sum.callocs,
