@@ -13,6 +13,12 @@
 
 static size_t live_bytes, live_blocks;
 static uint64_t alloc_calls, fail_countdown;
+static char *place_next;
+
+void os_fake_place_next(void *addr)
+{
+    place_next = addr;
+}
 
 void sm_os_fail_nth(uint64_t n)
 {
@@ -40,9 +46,16 @@ void *sm_os_alloc(size_t size)
         return NULL;
     size_t ps = sm_os_page_size();
     size_t len = round_pages(size);
-    char *p = mmap(NULL, len + ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *want = place_next ? place_next - ps : NULL;
+    place_next = NULL;
+    char *p = mmap(want, len + ps, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | (want ? MAP_FIXED_NOREPLACE : 0), -1, 0);
     if (p == MAP_FAILED)
         return NULL;
+    if (want != NULL && p != want) {   /* a kernel without MAP_FIXED_NOREPLACE */
+        munmap(p, len + ps);
+        return NULL;
+    }
     *(size_t *)p = len;
     __atomic_add_fetch(&live_bytes, len, __ATOMIC_RELAXED);
     __atomic_add_fetch(&live_blocks, 1, __ATOMIC_RELAXED);

@@ -15,5 +15,8 @@ size_t os_fake_live_bytes(void);
 size_t os_fake_live_blocks(void);
 /* sm_os_alloc calls so far (successful or not). */
 uint64_t os_fake_alloc_calls(void);
+/* Make the next sm_os_alloc return exactly addr (page-aligned, with the page
+ * before it free too), or NULL if that space is taken. */
+void os_fake_place_next(void *addr);
 
 #endif
