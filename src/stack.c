@@ -258,32 +258,37 @@ static uint64_t rd_fixed(struct cursor *c, size_t n)
     return v;
 }
 
-static uint64_t rd_uleb(struct cursor *c)
+/* A LEB128 number's bits; *shift and *last tell the signed reader how many
+ * bits came and the last byte (its bit 6 is the sign). */
+static uint64_t rd_leb(struct cursor *c, unsigned *shift, uint8_t *last)
 {
     uint64_t v = 0;
-    unsigned shift = 0;
+    unsigned n = 0;
     uint8_t b;
     do {
         b = rd_u8(c);
-        if (shift < 64)
-            v |= (uint64_t)(b & 0x7f) << shift;
-        shift += 7;
+        if (n < 64)
+            v |= (uint64_t)(b & 0x7f) << n;
+        n += 7;
     } while ((b & 0x80) && !c->bad);
+    *shift = n;
+    *last = b;
     return v;
+}
+
+static uint64_t rd_uleb(struct cursor *c)
+{
+    unsigned shift;
+    uint8_t last;
+    return rd_leb(c, &shift, &last);
 }
 
 static int64_t rd_sleb(struct cursor *c)
 {
-    uint64_t v = 0;
-    unsigned shift = 0;
-    uint8_t b;
-    do {
-        b = rd_u8(c);
-        if (shift < 64)
-            v |= (uint64_t)(b & 0x7f) << shift;
-        shift += 7;
-    } while ((b & 0x80) && !c->bad);
-    if (shift < 64 && (b & 0x40))
+    unsigned shift;
+    uint8_t last;
+    uint64_t v = rd_leb(c, &shift, &last);
+    if (shift < 64 && (last & 0x40))
         v |= ~(uint64_t)0 << shift;
     return (int64_t)v;
 }

@@ -61,6 +61,7 @@
 
 #include "sizeclasses.h"
 #include "spanmalloc.h"
+#include "../pattern.h"
 
 #ifndef SM_TEST_PREFIX
 #error "build with -include tests/sanitize/sm_prefix.h: the target calls the renamed entry points"
@@ -169,47 +170,6 @@ static size_t decode_align(struct input *in)
 
 /* ---- patterns ------------------------------------------------------------------ */
 
-static uint64_t pattern_word(uint64_t seed, size_t i)
-{
-    uint64_t z = seed * 0x9e3779b97f4a7c15u + (i >> 3) * 0xbf58476d1ce4e5b9u;
-    return z ^ (z >> 29);
-}
-
-static uint8_t pattern(uint64_t seed, size_t i)
-{
-    return (uint8_t)(pattern_word(seed, i) >> (8 * (i & 7)));
-}
-
-/* The parts of an object that carry the pattern: all of it up to 16 KiB;
- * beyond, the first and last KiB and 64 bytes every 16 KiB. */
-#define FOR_EACH_PART(size, lo, hi, body)                                          \
-    do {                                                                           \
-        if ((size) <= 16384) {                                                     \
-            size_t lo = 0, hi = (size);                                            \
-            body;                                                                  \
-        } else {                                                                   \
-            for (size_t o_ = 0; o_ < (size) - 1024; o_ += 16384) {                 \
-                size_t lo = o_, hi = o_ + (o_ == 0 ? 1024 : 64);                   \
-                body;                                                              \
-            }                                                                      \
-            size_t lo = (size) - 1024, hi = (size);                                \
-            body;                                                                  \
-        }                                                                          \
-    } while (0)
-
-static void fill_part(unsigned char *c, uint64_t seed, size_t lo, size_t hi)
-{
-    size_t i = lo;
-    for (; i < hi && i % 8; i++)
-        c[i] = pattern(seed, i);
-    for (; i + 8 <= hi; i += 8) {
-        uint64_t w = pattern_word(seed, i);
-        memcpy(c + i, &w, 8);
-    }
-    for (; i < hi; i++)
-        c[i] = pattern(seed, i);
-}
-
 static void fill(struct slot *s)
 {
     s->seed = next_seed++;
@@ -220,21 +180,10 @@ static void fill(struct slot *s)
 static void check_at(const struct slot *s, const unsigned char *q, size_t limit, const char *when)
 {
     FOR_EACH_PART(s->size, lo, hi, {
-        size_t end = hi < limit ? hi : limit;
-        size_t i = lo;
-        for (; i < end && i % 8; i++)
-            if (q[i] != pattern(s->seed, i))
-                break;
-        for (; i + 8 <= end; i += 8) {
-            uint64_t w;
-            memcpy(&w, q + i, 8);
-            if (w != pattern_word(s->seed, i))
-                break;
-        }
-        for (; i < end; i++)
-            if (q[i] != pattern(s->seed, i))
-                fail("%s: object %p of %zu bytes: byte %zu is %#x, not %#x", when, (void *)q,
-                     s->size, i, q[i], pattern(s->seed, i));
+        size_t i = check_part(q, s->seed, lo, hi < limit ? hi : limit);
+        if (i != SIZE_MAX)
+            fail("%s: object %p of %zu bytes: byte %zu is %#x, not %#x", when, (void *)q,
+                 s->size, i, q[i], pattern_byte(s->seed, i));
     });
 }
 

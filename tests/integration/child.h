@@ -98,4 +98,18 @@ static inline void run_in_child(void (*fn)(void *), void *arg, struct outcome *o
     }
 }
 
+/* fn(arg) in a child exited 0 and wrote nothing on stderr; a nonzero exit
+ * status names the step that failed. */
+static inline void expect_clean(void (*fn)(void *), void *arg)
+{
+    struct outcome o;
+    run_in_child(fn, arg, &o);
+    if (!o.exited)
+        fail_msg("child killed by signal %d; stderr: %s", o.sig, o.err);
+    if (o.code != 0)
+        fail_msg("child failed at step %d; stderr: %s", o.code, o.err);
+    if (o.errlen != 0)
+        fail_msg("unexpected stderr: %s", o.err);
+}
+
 #endif

@@ -31,6 +31,7 @@
 #include <cmocka.h>
 
 #include "spanmalloc.h"
+#include "proc.h"
 
 #define MiB ((size_t)1 << 20)
 
@@ -114,25 +115,6 @@ static int check_seq(const void *p, size_t n, uint32_t seed)
         if (c[i] != (unsigned char)((i * 131u + seed) ^ (i >> 8)))
             return 0;
     return 1;
-}
-
-/* Resident set size in KiB, from the kernel; -1 if unreadable.  read(2)
- * into a stack buffer: measuring must not allocate. */
-static long rss_kib(void)
-{
-    char buf[4096];
-    int fd = open("/proc/self/smaps_rollup", O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    char *r = strstr(buf, "\nRss:");
-    if (r == NULL)
-        return -1;
-    return strtol(r + 5, NULL, 10);
 }
 
 /* ---- identity ------------------------------------------------------------- */

@@ -332,14 +332,7 @@ static void test_mmap_failure_is_enomem(void **state)
 {
     (void)state;
     require_spanmalloc();
-    struct outcome o;
-    run_in_child(address_space_limit, NULL, &o);
-    if (!o.exited)
-        fail_msg("child killed by signal %d; stderr: %s", o.sig, o.err);
-    if (o.code != 0)
-        fail_msg("child failed at step %d; stderr: %s", o.code, o.err);
-    if (o.errlen != 0)
-        fail_msg("unexpected stderr: %s", o.err);
+    expect_clean(address_space_limit, NULL);
 }
 
 /* No address space left at all: allocations fail one by one with ENOMEM
@@ -398,14 +391,7 @@ static void test_address_space_exhausted(void **state)
 {
     (void)state;
     require_spanmalloc();
-    struct outcome o;
-    run_in_child(address_space_exhausted, NULL, &o);
-    if (!o.exited)
-        fail_msg("child killed by signal %d; stderr: %s", o.sig, o.err);
-    if (o.code != 0)
-        fail_msg("child failed at step %d; stderr: %s", o.code, o.err);
-    if (o.errlen != 0)
-        fail_msg("unexpected stderr: %s", o.err);
+    expect_clean(address_space_exhausted, NULL);
 }
 
 int main(void)

@@ -64,19 +64,6 @@ static void expect_report(void (*fn)(void *), void *arg, const char *func, const
         fail_msg("expected \"%s\", got \"%s\"", want, o.err);
 }
 
-/* The child exited 0 and wrote nothing. */
-static void expect_clean(void (*fn)(void *), void *arg)
-{
-    struct outcome o;
-    run_in_child(fn, arg, &o);
-    if (!o.exited)
-        fail_msg("child killed by signal %d; stderr: %s", o.sig, o.err);
-    if (o.code != 0)
-        fail_msg("child failed at step %d; stderr: %s", o.code, o.err);
-    if (o.errlen != 0)
-        fail_msg("unexpected stderr: %s", o.err);
-}
-
 /* ---- small objects ------------------------------------------------------------ */
 
 static void free_it(void *p)

@@ -27,24 +27,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "proc.h"
+
 static void require_spanmalloc(void)
 {
     assert_non_null(dlsym(RTLD_DEFAULT, "sm_version"));
-}
-
-static long rss_kib(void)
-{
-    char buf[4096];
-    int fd = open("/proc/self/smaps_rollup", O_RDONLY);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    char *r = strstr(buf, "\nRss:");
-    return r ? strtol(r + 5, NULL, 10) : -1;
 }
 
 static uint64_t rnd(uint64_t *s)
@@ -508,14 +495,8 @@ static void test_fork_while_threads_allocate(void **state)
 static long kernel_threads(void)
 {
     char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY);
-    if (fd < 0)
+    if (!proc_read("/proc/self/stat", buf, sizeof buf))
         return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
     char *p = strrchr(buf, ')');
     for (int field = 2; p != NULL && field < 20; field++) {
         p = strchr(p + 1, ' ');

@@ -69,6 +69,7 @@
 
 #include "internal.h"
 #include "spanmalloc.h"
+#include "../pattern.h"
 
 /* ---- what a child reports, in memory shared with the parent ---------------- */
 
@@ -225,68 +226,6 @@ static int nobjs;               /* slots used so far (the end of the table) */
 static uint64_t live, live_bytes, next_key = 1;
 static bool track_exact;        /* stats must show exactly our objects */
 static uint64_t base_objects, base_alloc;
-
-static uint64_t pattern_word(uint64_t key, size_t i)
-{
-    uint64_t z = key * 0x9e3779b97f4a7c15u + (i / 8) * 0xc2b2ae3d27d4eb4fu;
-    return z ^ (z >> 31);
-}
-
-static uint8_t pattern_byte(uint64_t key, size_t i)
-{
-    return (uint8_t)(pattern_word(key, i) >> (8 * (i % 8)));
-}
-
-/* The parts of an object of size bytes that carry the pattern: all of it up
- * to 16 KiB; beyond, the first and last KiB and 64 bytes every 16 KiB, so
- * large objects do not make every page resident. */
-#define FOR_EACH_PART(size, lo, hi, body)                                         \
-    do {                                                                          \
-        if ((size) <= 16384) {                                                    \
-            size_t lo = 0, hi = (size);                                           \
-            body;                                                                 \
-        } else {                                                                  \
-            for (size_t o_ = 0; o_ < (size) - 1024; o_ += 16384) {                \
-                size_t lo = o_, hi = o_ + (o_ == 0 ? 1024 : 64);                  \
-                body;                                                             \
-            }                                                                     \
-            size_t lo = (size) - 1024, hi = (size);                               \
-            body;                                                                 \
-        }                                                                         \
-    } while (0)
-
-/* Bytes [lo, hi) of the pattern of key into c: whole words where aligned. */
-static void fill_part(uint8_t *c, uint64_t key, size_t lo, size_t hi)
-{
-    size_t i = lo;
-    for (; i < hi && i % 8; i++)
-        c[i] = pattern_byte(key, i);
-    for (; i + 8 <= hi; i += 8) {
-        uint64_t w = pattern_word(key, i);
-        memcpy(c + i, &w, 8);
-    }
-    for (; i < hi; i++)
-        c[i] = pattern_byte(key, i);
-}
-
-/* The first byte in [lo, hi) that differs from the pattern, or SIZE_MAX. */
-static size_t check_part(const uint8_t *c, uint64_t key, size_t lo, size_t hi)
-{
-    size_t i = lo;
-    for (; i < hi && i % 8; i++)
-        if (c[i] != pattern_byte(key, i))
-            return i;
-    for (; i + 8 <= hi; i += 8) {
-        uint64_t w;
-        memcpy(&w, c + i, 8);
-        if (w != pattern_word(key, i))
-            break;
-    }
-    for (; i < hi; i++)
-        if (c[i] != pattern_byte(key, i))
-            return i;
-    return SIZE_MAX;
-}
 
 static void fill(struct obj *o)
 {

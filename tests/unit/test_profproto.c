@@ -59,6 +59,7 @@
 #include "profproto.h"
 #include "stack.h"
 #include "os_fake.h"
+#include "stack_shapes.h"
 
 /* ---- a counting malloc ------------------------------------------------- */
 
@@ -128,16 +129,8 @@ int posix_memalign(void **out, size_t align, size_t n)
 
 /* ---- functions whose stacks we capture --------------------------------- */
 
-/* noipa: not inlined, cloned or folded with a look-alike, so each is one
- * real frame under its own name (clang has no noipa and does none of the
- * latter two without being asked).  The empty asm after a call keeps the call
- * from becoming a jump, which would take the caller's frame away. */
-#if defined(__clang__)
-#define FRAME __attribute__((noinline))
-#else
-#define FRAME __attribute__((noipa))
-#endif
-#define KEEP_FRAME(v) __asm__ volatile("" : "+r"(v))
+/* FRAME and KEEP_FRAME (stack_shapes.h) keep each function below one real
+ * frame under its own name. */
 
 struct trace {
     uintptr_t pcs[SM_STACK_MAX];
