@@ -3,8 +3,9 @@
  *
  * Initialisation happens in the first slow path (and in a constructor, for
  * a program that frees before it mallocs, or never mallocs at all).  Phase
- * 1, under init_lock: the options, the free-list key, checked mode, the
- * heap, the central lists, the class tables.  It must not call malloc
+ * 1, under init_lock: the options (printed if SPANMALLOC_VERBOSE=1), the
+ * free-list key, checked mode, the heap, the central lists, the class
+ * tables.  It must not call malloc
  * until the heap is usable, since libc may call back into us.  Phase 2,
  * once, after the lock is dropped: the fork handlers (pthread_atfork may
  * call malloc) and the profiler, which may install a signal handler.
@@ -40,6 +41,10 @@ void sm_init_slow(void)
         sm_options_init();
         sm_freelist_init();
         sm_check_init();
+        /* After checked mode, which may turn options off under valgrind:
+         * what is printed is what is in effect. */
+        if (sm_opts.verbose)
+            sm_options_print();
         sm_mheap_init(&sm_heap);
         sm_heap.reclaim = sm_largecache_reclaim_all;
         for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)

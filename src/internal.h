@@ -87,9 +87,44 @@ struct sm_options {
     int stats_mode;
     uint64_t stats_interval_ns;
     bool check;
+    bool verbose;             /* print the options in effect at start */
 };
 SM_HIDDEN extern struct sm_options sm_opts;
 SM_HIDDEN void sm_options_init(void);
+/* The options table: one line per variable; the kind picks the parser and
+ * the printer (options.c). */
+enum sm_option_kind {
+    SM_OPT_BOOL,      /* bool: on/off, 1/0, true/false, yes/no */
+    SM_OPT_ENUM,      /* int: the index of one of names[] */
+    SM_OPT_PERCENT,   /* uint32_t: 0..10000, '%' optional */
+    SM_OPT_SIZE,      /* size_t: bytes, with a unit or not */
+    SM_OPT_LIMIT,     /* size_t: bytes above 0, or none (SIZE_MAX) */
+    SM_OPT_STRING,    /* char[size]: not empty */
+    SM_OPT_PATH,      /* char[size]: not empty, 64 bytes left for a suffix */
+    SM_OPT_DURATION,  /* uint64_t ns above 0 */
+    SM_OPT_SIGNAL,    /* int: a signal number */
+    SM_OPT_STATS,     /* "exit", "off" or an interval: stats_mode and stats_interval_ns */
+};
+struct sm_option {
+    const char *name;          /* the environment variable */
+    enum sm_option_kind kind;
+    const char *def;           /* the default, spelt as the variable takes it; "": unset */
+    void *value;               /* its field in sm_opts */
+    size_t size;               /* the field's size */
+    const char *const *names;  /* SM_OPT_ENUM: the values' names, NULL-terminated */
+    const char *help;          /* one line for the README's table */
+};
+SM_HIDDEN extern const struct sm_option sm_options[];
+SM_HIDDEN extern const size_t sm_noptions;
+/* Parse s into o's field; false (the field untouched) if s is bad. */
+SM_HIDDEN bool sm_option_parse(const struct sm_option *o, const char *s);
+/* o's value in effect, spelt as the variable would take it. */
+SM_HIDDEN size_t sm_option_print(const struct sm_option *o, char *buf, size_t cap);
+SM_HIDDEN void sm_options_set_defaults(void);
+/* One line per option on stderr: NAME=value (SPANMALLOC_VERBOSE). */
+SM_HIDDEN void sm_options_print(void);
+/* The README's environment table, in markdown, to fd. */
+SM_HIDDEN void sm_options_write_doc(int fd);
 /* Parsers, exposed for the unit test. */
 SM_HIDDEN bool sm_parse_size(const char *s, size_t *out);
 SM_HIDDEN bool sm_parse_duration(const char *s, uint64_t *ns);
