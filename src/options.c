@@ -19,8 +19,8 @@
  * Values are read from environ directly: this runs inside the first
  * malloc, so nothing here may call malloc (getenv would not, but the
  * printers must not either: they format into buffers on the stack).  A bad
- * value gives one warning line on stderr and keeps the default; nothing
- * here can abort.
+ * value gives one warning line on stderr and keeps the default, and so does
+ * each SPANMALLOC_* name that is not in the table; nothing here can abort.
  */
 #include <limits.h>
 #include <signal.h>
@@ -396,6 +396,39 @@ void sm_options_set_defaults(void)
             sm_option_parse(&sm_options[i], sm_options[i].def);
 }
 
+/* A SPANMALLOC_* name that is no option: a misspelt one (SPANMALLOC_RELAESE)
+ * would otherwise leave its default in effect without a word.
+ * SPANMALLOC_LIB is no option but the library's own path, which scripts
+ * (the test suite's among them) pass on to the programs they preload it
+ * into, so it is not warned about. */
+static bool known_name(const char *entry, size_t n)
+{
+    for (size_t i = 0; i < sm_noptions; i++)
+        if (strncmp(sm_options[i].name, entry, n) == 0 && sm_options[i].name[n] == '\0')
+            return true;
+    return n == sizeof "SPANMALLOC_LIB" - 1 && strncmp(entry, "SPANMALLOC_LIB", n) == 0;
+}
+
+static void warn_unknown(void)
+{
+    if (environ == NULL)
+        return;
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "SPANMALLOC_", 11) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        if (known_name(*e, n))
+            continue;
+        char name[128];
+        if (n >= sizeof name)
+            n = sizeof name - 1;
+        memcpy(name, *e, n);
+        name[n] = '\0';
+        sm_warn(name, ": unknown variable, ignored", NULL);
+    }
+}
+
 void sm_options_init(void)
 {
     sm_options_set_defaults();
@@ -405,6 +438,7 @@ void sm_options_init(void)
         if (v != NULL && !sm_option_parse(o, v))
             sm_warn(o->name, ": ignoring bad value ", v);
     }
+    warn_unknown();
 }
 
 /* ---- printing ----------------------------------------------------------------- */

@@ -393,6 +393,37 @@ static void test_env_bad_values(void **state)
     sm_options_set_defaults();
 }
 
+/* Each SPANMALLOC_* name that is no option: one line naming it; the
+ * options are read as if it were not there.  SPANMALLOC_LIB (the
+ * library's path, which make check sets) is not warned about. */
+static void test_env_unknown_names(void **state)
+{
+    (void)state;
+    clear_env();
+    setenv("SPANMALLOC_RELAESE", "free", 1);
+    setenv("SPANMALLOC_SCAVENGE", "off", 1);
+    setenv("SPANMALLOC_", "x", 1);
+    setenv("SPANMALLOC_RELEASEX", "free", 1);
+    setenv("SPANMALLOC_LIB", "/nonexistent/libspanmalloc.so", 0);
+    setenv("XSPANMALLOC_RELEASE", "free", 1);
+    capture_start();
+    sm_options_init();
+    const char *err = capture_end();
+    assert_int_equal(count_lines(err), 3);
+    assert_non_null(strstr(err, "spanmalloc: SPANMALLOC_RELAESE: unknown variable, ignored\n"));
+    assert_non_null(strstr(err, "spanmalloc: SPANMALLOC_: unknown variable, ignored\n"));
+    assert_non_null(strstr(err, "spanmalloc: SPANMALLOC_RELEASEX: unknown variable, ignored\n"));
+    assert_null(strstr(err, "SPANMALLOC_LIB"));
+    assert_int_equal(sm_opts.release, SM_RELEASE_DONTNEED);
+    assert_false(sm_opts.scavenge);
+    unsetenv("SPANMALLOC_RELAESE");
+    unsetenv("SPANMALLOC_");
+    unsetenv("SPANMALLOC_RELEASEX");
+    unsetenv("XSPANMALLOC_RELEASE");
+    clear_env();
+    sm_options_set_defaults();
+}
+
 /* sm_options_print: one line per option, NAME=value. */
 static void test_print(void **state)
 {
@@ -512,6 +543,7 @@ int main(void)
         cmocka_unit_test(test_signal),
         cmocka_unit_test(test_env_good_values),
         cmocka_unit_test(test_env_bad_values),
+        cmocka_unit_test(test_env_unknown_names),
         cmocka_unit_test(test_print),
         cmocka_unit_test(test_verbose_process),
         cmocka_unit_test(test_readme_table),
