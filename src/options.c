@@ -263,11 +263,19 @@ static size_t print_duration(const struct sm_option *o, char *buf, size_t cap)
     return ns ? put_duration(buf, cap, ns) : put(buf, cap, "unset");
 }
 
-/* signal: a signal by name (with or without SIG) or number (an int field;
- * 0: none). */
+/* signal: a signal that means nothing to the process unless it says so,
+ * by name (with or without SIG) or number (an int field; 0: none).  The
+ * profiler's handler replaces the signal's default action, so only signals
+ * a program or a user sends on purpose are taken: USR1, USR2 and HUP (the
+ * signals daemons take for "reload" or "dump"), URG and WINCH (ignored by
+ * default), and the real-time signals.  Every other is refused: those
+ * that end the process or dump core by design (TERM, INT, QUIT, ABRT,
+ * SEGV, BUS, FPE, ILL, KILL, ...), those that stop it (STOP, TSTP, TTIN,
+ * TTOU), CHLD, PIPE, ALRM and PROF, which the program or its libraries use
+ * (timers, CPU profilers), and glibc's two internal ones. */
 static const struct { const char *name; int sig; } signals[] = {
-    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"HUP", SIGHUP}, {"PROF", SIGPROF},
-    {"URG", SIGURG}, {"WINCH", SIGWINCH}, {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},
+    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"HUP", SIGHUP},
+    {"URG", SIGURG}, {"WINCH", SIGWINCH},
 };
 static bool parse_signal(const struct sm_option *o, const char *s)
 {
@@ -279,11 +287,15 @@ static bool parse_signal(const struct sm_option *o, const char *s)
             return true;
         }
     uint64_t v;
-    if (parse_u64(&s, &v) && *s == '\0' && v > 0 && v < 65) {
-        *(int *)o->value = (int)v;
-        return true;
-    }
-    return false;
+    if (!parse_u64(&s, &v) || *s != '\0' || v == 0 || v > 64)
+        return false;
+    bool ok = (int)v >= SIGRTMIN && (int)v <= SIGRTMAX;
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        ok |= (int)v == signals[i].sig;
+    if (!ok)
+        return false;
+    *(int *)o->value = (int)v;
+    return true;
 }
 static size_t print_signal(const struct sm_option *o, char *buf, size_t cap)
 {
@@ -332,7 +344,7 @@ static const struct kind kinds[] = {
     [SM_OPT_STRING] = {parse_string, print_string, "text"},
     [SM_OPT_PATH] = {parse_path, print_string, "path prefix"},
     [SM_OPT_DURATION] = {parse_duration, print_duration, "interval, like `60s`, `500ms`, `2m`"},
-    [SM_OPT_SIGNAL] = {parse_signal, print_signal, "signal name, like `USR2`, or number"},
+    [SM_OPT_SIGNAL] = {parse_signal, print_signal, "`USR1`, `USR2`, `HUP`, `URG`, `WINCH`, or a real-time signal's number"},
     [SM_OPT_STATS] = {parse_stats, print_stats, "`exit`, or an interval like `10s`"},
 };
 

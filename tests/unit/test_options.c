@@ -315,7 +315,8 @@ static void test_signal(void **state)
     assert_int_equal(o->kind, SM_OPT_SIGNAL);
     static const struct { const char *s; int sig; const char *shown; } good[] = {
         {"USR1", SIGUSR1, "USR1"}, {"SIGUSR2", SIGUSR2, "USR2"}, {"HUP", SIGHUP, "HUP"},
-        {"12", SIGUSR2, "USR2"}, {"WINCH", SIGWINCH, "WINCH"},
+        {"12", SIGUSR2, "USR2"}, {"WINCH", SIGWINCH, "WINCH"}, {"SIGURG", SIGURG, "URG"},
+        {"1", SIGHUP, "HUP"}, {"10", SIGUSR1, "USR1"},
     };
     for (size_t k = 0; k < sizeof good / sizeof good[0]; k++) {
         sm_opts.profile_signal = 0;
@@ -323,10 +324,37 @@ static void test_signal(void **state)
         assert_int_equal(sm_opts.profile_signal, good[k].sig);
         assert_string_equal(printed(o), good[k].shown);
     }
-    static const char *const bad[] = {"", "FOO", "0", "65", "usr1", "SIG", "-10"};
+    /* The real-time signals, by number. */
+    char num[8];
+    snprintf(num, sizeof num, "%d", SIGRTMIN);
+    assert_true(sm_option_parse(o, num));
+    assert_int_equal(sm_opts.profile_signal, SIGRTMIN);
+    assert_string_equal(printed(o), num);
+    snprintf(num, sizeof num, "%d", SIGRTMAX);
+    assert_true(sm_option_parse(o, num));
+    assert_int_equal(sm_opts.profile_signal, SIGRTMAX);
+    /* Signals that end, stop or core the process, or that the program
+     * and its libraries use, by name and by number. */
+    static const char *const bad[] = {
+        "", "FOO", "0", "65", "usr1", "SIG", "-10",
+        "TERM", "SIGTERM", "INT", "QUIT", "SEGV", "BUS", "FPE", "ILL", "ABRT", "KILL",
+        "STOP", "TSTP", "TTIN", "TTOU", "CHLD", "PIPE", "ALRM", "PROF", "TRAP", "SYS",
+        "XCPU", "XFSZ", "VTALRM", "CONT", "IO",
+    };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         sm_opts.profile_signal = SIGUSR1;
         assert_false(sm_option_parse(o, bad[k]));
+        assert_int_equal(sm_opts.profile_signal, SIGUSR1);
+    }
+    static const int badsig[] = {
+        SIGTERM, SIGINT, SIGQUIT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGKILL, SIGSTOP,
+        SIGTSTP, SIGTTIN, SIGTTOU, SIGCHLD, SIGPIPE, SIGALRM, SIGPROF, SIGTRAP, SIGSYS,
+        SIGXCPU, SIGXFSZ, SIGVTALRM, SIGCONT, SIGIO, 32, 33,
+    };
+    for (size_t k = 0; k < sizeof badsig / sizeof badsig[0]; k++) {
+        snprintf(num, sizeof num, "%d", badsig[k]);
+        sm_opts.profile_signal = SIGUSR1;
+        assert_false(sm_option_parse(o, num));
         assert_int_equal(sm_opts.profile_signal, SIGUSR1);
     }
     sm_options_set_defaults();
@@ -489,6 +517,64 @@ static void test_verbose_process(void **state)
     assert_non_null(strstr(buf, "spanmalloc: SPANMALLOC_PROFILE_RATE=524288\n"));
 }
 
+/* A process started with SPANMALLOC_PROFILE_SIGNAL set: this program run
+ * again (main's child mode), reporting whether the signal has a handler
+ * after the library started.  A refused signal: one warning, no handler;
+ * an accepted one: the profiler's handler. */
+static void run_signal_child(const char *value, int sig, char *err, size_t cap, int *handled)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        clear_env();
+        setenv("SPANMALLOC_PROFILE_SIGNAL", value, 1);
+        char arg[16];
+        snprintf(arg, sizeof arg, "%d", sig);
+        setenv("TEST_OPTIONS_SIGNAL_CHILD", arg, 1);
+        execl("/proc/self/exe", "test_options", (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    ssize_t n;
+    while (len < cap - 1 && (n = read(fds[0], err + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    err[len] = '\0';
+    close(fds[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_true(WEXITSTATUS(status) == 10 || WEXITSTATUS(status) == 11);
+    *handled = WEXITSTATUS(status) == 11;
+}
+
+static void test_signal_process(void **state)
+{
+    (void)state;
+    char err[4096];
+    int handled;
+    static const struct { const char *value; int sig; } refused[] = {
+        {"TERM", SIGTERM}, {"INT", SIGINT}, {"SEGV", SIGSEGV}, {"CHLD", SIGCHLD},
+        {"3", SIGQUIT}, {"PROF", SIGPROF},
+    };
+    for (size_t k = 0; k < sizeof refused / sizeof refused[0]; k++) {
+        run_signal_child(refused[k].value, refused[k].sig, err, sizeof err, &handled);
+        char want[128];
+        snprintf(want, sizeof want,
+                 "spanmalloc: SPANMALLOC_PROFILE_SIGNAL: ignoring bad value %s\n", refused[k].value);
+        assert_string_equal(err, want);
+        assert_false(handled);
+    }
+    run_signal_child("USR2", SIGUSR2, err, sizeof err, &handled);
+    assert_string_equal(err, "");
+    assert_true(handled);
+}
+
 /* ---- the README ------------------------------------------------------------------- */
 
 #define DOC_BEGIN "<!-- environment table: generated by doc/mkoptionsdoc from src/options.c; do not edit -->\n"
@@ -532,6 +618,15 @@ static void test_readme_table(void **state)
 
 int main(void)
 {
+    /* test_signal_process's child: exit 11 if the signal has a handler
+     * (the library has started: its constructor ran), else 10. */
+    const char *child = getenv("TEST_OPTIONS_SIGNAL_CHILD");
+    if (child != NULL) {
+        struct sigaction sa;
+        if (sigaction(atoi(child), NULL, &sa) != 0)
+            _exit(1);
+        _exit(sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN ? 10 : 11);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_bool),
@@ -541,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_path),
         cmocka_unit_test(test_duration_and_stats),
         cmocka_unit_test(test_signal),
+        cmocka_unit_test(test_signal_process),
         cmocka_unit_test(test_env_good_values),
         cmocka_unit_test(test_env_bad_values),
         cmocka_unit_test(test_env_unknown_names),
