@@ -267,7 +267,8 @@ struct sm_dead_stats {
 };
 SM_HIDDEN extern struct sm_dead_stats sm_dead;
 SM_HIDDEN extern struct sm_mcache *sm_mcache_all;
-SM_HIDDEN extern struct sm_fixalloc sm_mcache_alloc;
+/* The mcache structures themselves (Go's mheap_.cachealloc). */
+SM_HIDDEN extern struct sm_fixalloc sm_mcache_cachealloc;
 
 /* ---- large.c ---------------------------------------------------------- */
 /* A cached span of npages pages (exactly, or a little more) for this
@@ -509,12 +510,12 @@ SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
     return sm_alloc_list(c, &c->c[cls], size);
 }
 
-/* malloc(size) for size <= SM_SMALL_SIZE_MAX: one load from the cache
+/* malloc(size) for size <= SM_SIZE_TABLE16_MAX: one load from the cache
  * gives the list. */
 SM_INLINE void *sm_alloc_small16(size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;
-    return sm_alloc_list(c, c->bysize[(size + SM_SMALL_SIZE_DIV - 1) / SM_SMALL_SIZE_DIV], size);
+    return sm_alloc_list(c, c->bysize[(size + SM_SIZE_TABLE16_DIV - 1) / SM_SIZE_TABLE16_DIV], size);
 }
 
 /* cc->room != 0.  On x86-64 the test is made on the field in memory

@@ -75,7 +75,7 @@ SM_INLINE void *alloc_small(size_t size)
 
 SM_INLINE void *alloc_any(size_t size)
 {
-    if (sm_likely(size <= SM_SMALL_SIZE_MAX))
+    if (sm_likely(size <= SM_SIZE_TABLE16_MAX))
         return sm_alloc_small16(size);
     if (sm_likely(size <= SM_MAX_SMALL_SIZE))
         return alloc_small(size);

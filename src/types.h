@@ -220,11 +220,11 @@ struct sm_largecache {
 #define SM_CACHE_KINDS 256
 _Static_assert(sizeof(struct sm_cacheclass) == (1u << SM_CACHECLASS_SHIFT),
                "the fast paths index the lists by shifting");
-#define SM_CACHE_BYSIZE (SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1)
+#define SM_CACHE_BYSIZE (SM_SIZE_TABLE16_MAX / SM_SIZE_TABLE16_DIV + 1)
 
 struct sm_mcache {
     struct sm_cacheclass c[SM_CACHE_KINDS];
-    /* The list for a request of n <= SM_SMALL_SIZE_MAX bytes, indexed by
+    /* The list for a request of n <= SM_SIZE_TABLE16_MAX bytes, indexed by
      * (n + 15) / 16 (mimalloc's pages_free_direct): one load from the
      * cache, no table of our own to address.  In the empty cache every
      * entry is &c[0]. */
