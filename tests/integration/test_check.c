@@ -42,7 +42,7 @@
 #include <cmocka.h>
 
 #include "spanmalloc.h"
-#include "child.h"
+#include "../common/child.h"
 
 #define CLASS_A 13000
 #define CLASS_A_SLOT 13568

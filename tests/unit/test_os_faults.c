@@ -69,7 +69,7 @@
 
 #include "internal.h"
 #include "spanmalloc.h"
-#include "../pattern.h"
+#include "../common/pattern.h"
 
 /* ---- what a child reports, in memory shared with the parent ---------------- */
 
