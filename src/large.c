@@ -34,7 +34,7 @@
  * and took its bytes out of heap_alloc exactly as a free to the heap does.
  * Its pages stay in heap_inuse (the heap lent them out and has not got them
  * back), as the spans of small objects cached in a thread's lists do.  So
- * DESIGN §4's invariants hold unchanged (heap_alloc <= heap_inuse,
+ * doc/design.md §4's invariants hold unchanged (heap_alloc <= heap_inuse,
  * heap_inuse + heap_idle == heap_sys, ...), and heap_inuse - heap_alloc
  * includes at most 2 MiB per thread of cached large spans.  The counts live
  * in the cache (written by its thread only, merged on read as the small

@@ -55,7 +55,9 @@
  * into us.  The background worker (worker.c) runs the scavenger
  * (scavenge.c), the stats log and the profiler's signal writes.
  *
- * This file holds only the libc entry points and what they share.
+ * This file holds only the libc entry points and what they share.  The
+ * states, the lock order and the reasons for the fast paths' shape are in
+ * doc/design.md.
  */
 #include <errno.h>
 #include <malloc.h>

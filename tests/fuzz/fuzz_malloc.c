@@ -42,7 +42,7 @@
  * size of at least the request (pvalloc: the request rounded up to a
  * page), and calloc's bytes must be zero.  Every STATS_EVERY operations,
  * where the input asks, and at the end with everything live and again with
- * everything freed: the invariants of DESIGN 4, and heap_objects and
+ * everything freed: the invariants of doc/design.md §4, and heap_objects and
  * heap_alloc equal to the live slots' count and usable bytes (a read costs
  * about 2 ms here: the kernel walks the sanitizers' shadow mappings for
  * the rss field, so the reads are not more frequent).  At the end

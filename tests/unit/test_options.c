@@ -104,7 +104,7 @@ static void test_defaults(void **state)
             assert_string_equal(printed(o), "unset");
         }
     }
-    /* DESIGN's defaults (doc/design.md, the README). */
+    /* The documented defaults (the README's table). */
     assert_int_equal(sm_opts.release, SM_RELEASE_DONTNEED);
     assert_true(sm_opts.scavenge);
     assert_int_equal(sm_opts.retain_percent, 10);

@@ -24,7 +24,7 @@
  *     malloc_usable_size >= the request, calloc memory is zero, and every
  *     live object keeps its pattern (so no object overlaps another and
  *     realloc keeps its prefix, also when it fails);
- *   - after every phase the MemStats invariants of DESIGN 4 hold, the live
+ *   - after every phase the MemStats invariants of doc/design.md §4 hold, the live
  *     objects and bytes in the stats are exactly the test's own, the heap
  *     validator (sm_mheap_check) finds nothing, and every byte the OS
  *     layer has mapped (sm_os_mapped_bytes) is in sys or in the unused
