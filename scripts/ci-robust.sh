@@ -9,6 +9,11 @@
 #                (entry points renamed, tests/sanitize/sm_prefix.h)
 #   fuzz         the libFuzzer target for FUZZ_SECONDS (default 180) from
 #                the checked-in seed corpus
+#   debug        the allocator configured with --enable-debug (-O0,
+#                SM_DEBUG_ASSERT on, sm_mheap_check as every process ends)
+#                in _build/debug: the unit tests but the fault walk, the
+#                API, thread, bad-pointer and checked-mode tests, and
+#                test_stress for DEBUG_STRESS_OPS operations
 #
 # The fault-injection walk (tests/unit/test_os_faults) is part of
 # 'make check'.  doc/testing.md says what each part proves.
@@ -19,13 +24,15 @@
 # installs it.  Logs go to _build/robust/.
 #
 # Environment: FUZZ_SECONDS (fuzzing budget), TSAN_STRESS_OPS (default
-# 400000), UBSAN_STRESS_OPS (default 1000000).
+# 400000), UBSAN_STRESS_OPS (default 1000000), DEBUG_STRESS_OPS (default
+# 500000).
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
 sh scripts/bootstrap.sh || exit 2
 FUZZ_SECONDS=${FUZZ_SECONDS:-180}
 TSAN_STRESS_OPS=${TSAN_STRESS_OPS:-400000}
 UBSAN_STRESS_OPS=${UBSAN_STRESS_OPS:-1000000}
+DEBUG_STRESS_OPS=${DEBUG_STRESS_OPS:-500000}
 pass=0
 fail=0
 now() { date +%s; }
@@ -148,6 +155,35 @@ else
     fi
 fi
 report fuzz $rc $(($(now) - t0)) $log "$detail"
+
+# ---- debug build ----
+# A second build tree beside the release one.  test_init checks that the
+# heap check at exit is on in this build (and says so in its log).
+t0=$(now)
+log=robust/debug.log
+: >$log
+rc=0
+detail=
+debug_tests="tests/unit/test_sizeclasses tests/unit/test_mheap tests/unit/test_mcentral
+  tests/unit/test_mcache tests/unit/test_large tests/unit/test_malloc tests/unit/test_mspan
+  tests/unit/test_check tests/unit/test_options tests/unit/test_init tests/unit/test_pagemap
+  tests/unit/test_mprof tests/integration/test_api tests/integration/test_threads
+  tests/integration/test_badptr tests/integration/test_check tests/stress/test_stress"
+mkdir -p debug
+if ! (cd debug && { [ -f Makefile ] || "$top/configure" -q --enable-debug; } &&
+      make -j2 >/dev/null) >>$log 2>&1; then
+    echo "the debug build failed" >>$log
+    rc=1
+else
+    (cd debug && STRESS_OPS=$DEBUG_STRESS_OPS make -j2 check TESTS="$(echo $debug_tests)") >>$log 2>&1 || rc=1
+    grep -q '^# debug build: yes' debug/tests/unit/test_init.log 2>/dev/null || {
+        echo "test_init did not run in a debug build" >>$log
+        rc=1
+    }
+    [ -f debug/test-suite.log ] && cat debug/test-suite.log >>$log
+    detail="$(sed -n 's/^# PASS: *//p' debug/test-suite.log 2>/dev/null) test cases"
+fi
+report debug $rc $(($(now) - t0)) $log "$detail"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

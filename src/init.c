@@ -16,8 +16,10 @@
  * consistent (jemalloc and glibc do the same).  The child has no worker
  * thread; its next slow path starts one.
  *
- * exit: a destructor prints the stats (SPANMALLOC_STATS=exit) and writes
- * the exit profile (SPANMALLOC_PROFILE).
+ * exit: a destructor prints the stats (SPANMALLOC_STATS=exit), writes the
+ * exit profile (SPANMALLOC_PROFILE) and, in debug builds (configure
+ * --enable-debug), runs sm_mheap_check, which aborts on an inconsistent
+ * heap.
  */
 #include <stdio.h>
 
@@ -124,4 +126,9 @@ __attribute__((destructor)) static void sm_destructor(void)
     if (sm_opts.stats_mode == SM_STATS_EXIT)
         sm_print_memstats(stderr);
     sm_mprof_at_exit();
+    /* Debug builds validate the heap as every process ends, so each test
+     * program (and each program a test preloads the library into) ends
+     * with the heap's own consistency check. */
+    if (SM_DEBUG)
+        sm_mheap_check(&sm_heap);
 }

@@ -574,6 +574,14 @@ void sm_mheap_fork_child(struct sm_mheap *h)
 void sm_mheap_check(struct sm_mheap *h)
 {
     sm_mheap_lock(h);
+    /* Runs the scavenger has out for madvise are in no free list: wait
+     * for them to come back, as an explicit release does. */
+    while (h->scavenging.first != NULL) {
+        sm_mheap_unlock(h);
+        struct timespec ts = {0, 50 * 1000};
+        nanosleep(&ts, NULL);
+        sm_mheap_lock(h);
+    }
     uint64_t free_pages = 0, released = 0;
     for (size_t i = 1; i <= SM_HEAP_NLISTS; i++) {
         struct sm_spanlist *l = i < SM_HEAP_NLISTS ? &h->free[i] : &h->freelarge;
