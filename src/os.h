@@ -41,6 +41,12 @@ bool sm_os_release(void *p, size_t size, int advice);
 void *sm_os_alloc(size_t size);
 void sm_os_free(void *p, size_t size);
 
+/* A file mapped read-only and private (the profile writer reads ELF symbol
+ * tables this way, without malloc); NULL on failure.  Not heap memory:
+ * neither counted in the stats nor subject to the fault hook. */
+const void *sm_os_map_file(int fd, size_t size);
+void sm_os_unmap_file(void *p, size_t size);
+
 /* The kernel's page size (4096 on x86-64). */
 size_t sm_os_page_size(void);
 

@@ -105,6 +105,17 @@ bool sm_os_release(void *p, size_t size, int advice)
     return madvise(p, size, adv) == 0;
 }
 
+const void *sm_os_map_file(int fd, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void sm_os_unmap_file(void *p, size_t size)
+{
+    munmap(p, size);
+}
+
 size_t sm_os_page_size(void)
 {
     /* Threads that ask first, under different locks, may all store it:
