@@ -33,6 +33,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "static_app: spanmalloc saw no allocation\n");
         return 4;
     }
+    if (sm_active() != 1) {
+        fprintf(stderr, "static_app: sm_active() is not 1\n");
+        return 6;
+    }
     if (sm_write_heap_profile(argv[1]) != 0) {
         perror("static_app: sm_write_heap_profile");
         return 5;
