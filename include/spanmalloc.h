@@ -133,9 +133,17 @@ SM_API size_t sm_set_profile_rate(size_t bytes);
  * alloc_space, inuse_objects and inuse_space scaled for the sampling as Go
  * does, and the process's mappings, so `go tool pprof path` opens and
  * symbolizes it.  Prints one line on stderr saying where it went.  Returns
- * 0, or -1 with errno set (open's or write's error, or ENOMEM).  Calls no
- * malloc, so it may run in a fork child. */
+ * 0, or -1 with errno set (open's or write's error, or ENOMEM; ENOTSUP,
+ * with a line on stderr, when spanmalloc does not serve malloc: see
+ * sm_active).  Calls no malloc (but for sm_active's first answer), so it
+ * may run in a fork child. */
 SM_API int sm_write_heap_profile(const char *path);
+
+/* 1 if spanmalloc serves this process's malloc, 0 if another allocator
+ * does (one preloaded or linked before it): then every sm_* statistic is
+ * about an empty heap and sm_write_heap_profile fails.  The first call
+ * makes one malloc and free through the process's malloc to find out. */
+SM_API int sm_active(void);
 
 /* The version of the library actually loaded, as "major.minor.patch". */
 SM_API const char *sm_version(void);

@@ -640,6 +640,14 @@ int sm_write_heap_profile(const char *path)
         return -1;
     }
     sm_init();
+    if (!sm_active()) {
+        static const char msg[] = "spanmalloc: sm_write_heap_profile: this process's malloc is "
+                                  "another allocator's, not spanmalloc's; no profile written\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        errno = ENOTSUP;
+        return -1;
+    }
     return write_profile(path);
 }
 

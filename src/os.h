@@ -33,13 +33,27 @@ void *sm_os_reserve(size_t size, size_t align);
 void sm_os_unmap(void *p, size_t size);
 
 /* Give pages back with the given advice (enum sm_release values).  Returns
- * false if the kernel refused. */
+ * false if the kernel refused.  A kernel that refuses MADV_FREE with
+ * EINVAL gets MADV_DONTNEED instead, from then on (as Go does). */
 bool sm_os_release(void *p, size_t size, int advice);
+
+/* Whether MADV_FREE was refused and releases use MADV_DONTNEED. */
+bool sm_os_madv_free_refused(void);
+
+/* Test hook: answer MADV_FREE with EINVAL without asking the kernel, as a
+ * kernel before 4.5 does. */
+void sm_os_refuse_madv_free(bool on);
 
 /* Metadata memory: page-rounded anonymous mappings for internal structures
  * that must not come from malloc (fixalloc chunks, profile buffers). */
 void *sm_os_alloc(size_t size);
 void sm_os_free(void *p, size_t size);
+
+/* A file mapped read-only and private (the profile writer reads ELF symbol
+ * tables this way, without malloc); NULL on failure.  Not heap memory:
+ * neither counted in the stats nor subject to the fault hook. */
+const void *sm_os_map_file(int fd, size_t size);
+void sm_os_unmap_file(void *p, size_t size);
 
 /* The kernel's page size (4096 on x86-64). */
 size_t sm_os_page_size(void);

@@ -99,10 +99,51 @@ void sm_os_unmap(void *p, size_t size)
         count_mapped(size, false);
 }
 
+/* MADV_FREE is Linux 4.5 and later, and some kernels (or seccomp
+ * filters, or gVisor) answer EINVAL.  As Go's sysUnusedOS does, the first
+ * EINVAL switches every later release to MADV_DONTNEED, and this one is
+ * retried with it: the pages still go back, only at once. */
+static int madv_free_refused;
+static int madv_free_fake_einval;   /* test hook, see os.h */
+
+void sm_os_refuse_madv_free(bool on)
+{
+    __atomic_store_n(&madv_free_fake_einval, on, __ATOMIC_RELAXED);
+}
+
+bool sm_os_madv_free_refused(void)
+{
+    return __atomic_load_n(&madv_free_refused, __ATOMIC_RELAXED);
+}
+
 bool sm_os_release(void *p, size_t size, int advice)
 {
-    int adv = advice == 1 ? MADV_FREE : MADV_DONTNEED;
-    return madvise(p, size, adv) == 0;
+    if (advice == 1 && !__atomic_load_n(&madv_free_refused, __ATOMIC_RELAXED)) {
+        int r;
+        if (__atomic_load_n(&madv_free_fake_einval, __ATOMIC_RELAXED)) {
+            errno = EINVAL;
+            r = -1;
+        } else {
+            r = madvise(p, size, MADV_FREE);
+        }
+        if (r == 0)
+            return true;
+        if (errno != EINVAL)
+            return false;
+        __atomic_store_n(&madv_free_refused, 1, __ATOMIC_RELAXED);
+    }
+    return madvise(p, size, MADV_DONTNEED) == 0;
+}
+
+const void *sm_os_map_file(int fd, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void sm_os_unmap_file(void *p, size_t size)
+{
+    munmap(p, size);
 }
 
 size_t sm_os_page_size(void)

@@ -10,13 +10,16 @@
  *   sample        one per record: its location ids, leaf first; the four
  *                 values scaled as below; a numeric label "bytes" with the
  *                 mean object size, as Go adds
- *   location      one per distinct PC, with its address and its mapping
+ *   location      one per distinct PC, with its address, its mapping and
+ *                 one line naming its function, when a symbol covers it
+ *   function      one per distinct function name: name and system_name
+ *                 both the symbol as the file spells it (pprof demangles)
  *   mapping       one per executable file-backed region of /proc/self/maps,
  *                 with address range, file offset, file name and GNU build
- *                 id; has_functions stays false, so pprof symbolizes from
- *                 the binaries themselves (the first mapping is the main
- *                 executable, which pprof replaces with the binary named
- *                 on its command line)
+ *                 id; has_functions when its file's symbol table was read
+ *                 (symbolize.c), so pprof shows those names without the
+ *                 binaries and does not replace them (a mapping whose file
+ *                 has no symbol table is left to pprof, as before)
  *   string_table  "" first, then every string the fields above index
  *   time_nanos, period_type space/bytes, period = rate,
  *   default_sample_type inuse_space (what pprof picks anyway when unset)
@@ -48,8 +51,15 @@
  *
  * Encoding.  A submessage is written in place after a one-byte length that
  * msg_end fixes up, moving the body when the length needs more bytes, so
- * the message is built in one pass.  The locations go to their own buffer
- * while the samples are written, and are appended after them.
+ * the message is built in one pass.  The samples give each distinct PC a
+ * location id; then the PCs are sorted by address and named one mapped
+ * file at a time (one pass over its symbol table), and the functions and
+ * locations are written after the samples.
+ *
+ * Cost of the names, measured in doc/profiling.md: the symbol tables of
+ * the files the stacks pass through are mapped and scanned once per
+ * profile.  The string table is hashed, since a profile with names holds
+ * thousands of strings.
  */
 #include <elf.h>
 #include <errno.h>
@@ -62,6 +72,7 @@
 
 #include "os.h"
 #include "profproto.h"
+#include "symbolize.h"
 
 /* profile.proto field numbers. */
 enum {
@@ -73,8 +84,11 @@ enum {
     SAMPLE_LOCATION_ID = 1, SAMPLE_VALUE = 2, SAMPLE_LABEL = 3,
     LABEL_KEY = 1, LABEL_NUM = 3,
     MAPPING_ID = 1, MAPPING_START = 2, MAPPING_LIMIT = 3, MAPPING_OFFSET = 4,
-    MAPPING_FILENAME = 5, MAPPING_BUILD_ID = 6,
-    LOCATION_ID = 1, LOCATION_MAPPING_ID = 2, LOCATION_ADDRESS = 3,
+    MAPPING_FILENAME = 5, MAPPING_BUILD_ID = 6, MAPPING_HAS_FUNCTIONS = 7,
+    LOCATION_ID = 1, LOCATION_MAPPING_ID = 2, LOCATION_ADDRESS = 3, LOCATION_LINE = 4,
+    LINE_FUNCTION_ID = 1,
+    PROFILE_FUNCTION = 5,
+    FUNCTION_ID = 1, FUNCTION_NAME = 2, FUNCTION_SYSTEM_NAME = 3,
 };
 enum { WIRE_VARINT = 0, WIRE_BYTES = 2 };
 
@@ -205,35 +219,82 @@ static void msg_end(struct buf *b, size_t body)
 /* ---- string table ------------------------------------------------------ */
 
 /* Strings are kept encoded as they will be written (tag, length, bytes) in
- * their own buffer; a lookup is a linear scan, fine for the few hundred
- * strings a profile has (sample types, file names, build ids). */
+ * their own buffer, and found through an open-addressing hash table of
+ * their offsets (a profile with function names holds thousands). */
+struct str_slot {
+    size_t off;        /* of the string's bytes in enc */
+    uint32_t len;
+    uint32_t idx1;     /* string index + 1; 0: empty */
+};
+
 struct strtab {
     struct buf enc;
     int64_t n;
+    struct str_slot *slots;
+    size_t cap;        /* a power of two */
 };
+
+static uint64_t str_hash(const char *s, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull;       /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static bool strtab_grow(struct strtab *t)
+{
+    size_t cap = t->cap ? t->cap * 2 : 512;
+    struct str_slot *s = sm_os_alloc(cap * sizeof *s);
+    if (s == NULL)
+        return false;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->slots[i].idx1 == 0)
+            continue;
+        size_t h = str_hash((const char *)t->enc.p + t->slots[i].off, t->slots[i].len) & (cap - 1);
+        while (s[h].idx1 != 0)
+            h = (h + 1) & (cap - 1);
+        s[h] = t->slots[i];
+    }
+    if (t->slots)
+        sm_os_free(t->slots, t->cap * sizeof *s);
+    t->slots = s;
+    t->cap = cap;
+    return true;
+}
 
 static int64_t string_index(struct strtab *t, const char *s, size_t len)
 {
-    const uint8_t *p = t->enc.p, *end = t->enc.p + t->enc.len;
-    int64_t i = 0;
-
-    while (p < end) {
-        uint64_t l = 0;
-        int shift = 0;
-        p++;                                    /* the tag byte */
-        do {
-            l |= (uint64_t)(*p & 0x7f) << shift;
-            shift += 7;
-        } while (*p++ & 0x80);
-        if (l == len && memcmp(p, s, len) == 0)
-            return i;
-        p += l;
-        i++;
+    if (t->enc.failed || len > UINT32_MAX ||
+        ((size_t)(t->n + 1) * 2 > t->cap && !strtab_grow(t))) {
+        t->enc.failed = true;
+        return 0;
+    }
+    size_t h = str_hash(s, len) & (t->cap - 1);
+    while (t->slots[h].idx1 != 0) {
+        const struct str_slot *e = &t->slots[h];
+        if (e->len == len && memcmp(t->enc.p + e->off, s, len) == 0)
+            return (int64_t)e->idx1 - 1;
+        h = (h + 1) & (t->cap - 1);
     }
     put_tag(&t->enc, PROFILE_STRING_TABLE, WIRE_BYTES);
     put_varint(&t->enc, len);
     put_bytes(&t->enc, s, len);
+    if (t->enc.failed)
+        return 0;
+    t->slots[h].off = t->enc.len - len;
+    t->slots[h].len = (uint32_t)len;
+    t->slots[h].idx1 = (uint32_t)(t->n + 1);
     return t->n++;
+}
+
+static void strtab_release(struct strtab *t)
+{
+    buf_release(&t->enc);
+    if (t->slots)
+        sm_os_free(t->slots, t->cap * sizeof *t->slots);
+    t->slots = NULL;
+    t->cap = 0;
 }
 
 static int64_t string_index_z(struct strtab *t, const char *s)
@@ -246,6 +307,9 @@ static int64_t string_index_z(struct strtab *t, const char *s)
 struct mapping {
     uint64_t start, limit, offset;
     int64_t file, build_id;   /* string table indexes */
+    size_t path;              /* offset of the file's name, NUL-terminated,
+                               * in the paths buffer */
+    bool has_functions;       /* its locations were named from its file */
 };
 
 static size_t mapping_count(const struct buf *m)
@@ -374,7 +438,7 @@ static const char *skip_field(const char *p, const char *end)
  *   lo-hi perms offset dev inode            path
  * We keep executable regions backed by a file (path starting with '/'). */
 static void maps_line(const char *p, const char *end, struct buf *maps, struct strtab *st,
-                      char *path, size_t pathcap)
+                      struct buf *paths, char *path, size_t pathcap)
 {
     static const char deleted[] = " (deleted)";
     uint64_t lo, hi, off;
@@ -405,7 +469,11 @@ static void maps_line(const char *p, const char *end, struct buf *maps, struct s
     memcpy(path, p, n);
     path[n] = '\0';
 
-    struct mapping m = { lo, hi, off, string_index(st, path, n), 0 };
+    struct mapping m = { lo, hi, off, string_index(st, path, n), 0, paths->len, false };
+    if (gone)
+        put_bytes(paths, "", 1);     /* not to be opened: see below */
+    else
+        put_bytes(paths, path, n + 1);
     size_t count = mapping_count(maps);
     if (count > 0 && mapping_at(maps, count - 1)->file == m.file) {
         m.build_id = mapping_at(maps, count - 1)->build_id;
@@ -425,7 +493,7 @@ static void maps_line(const char *p, const char *end, struct buf *maps, struct s
 /* Fill maps (an array of struct mapping, in address order as the kernel
  * lists them).  Failing to read /proc/self/maps is no error: the profile
  * is still valid, pprof just cannot symbolize it. */
-static void read_maps(struct buf *maps, struct strtab *st)
+static void read_maps(struct buf *maps, struct strtab *st, struct buf *paths)
 {
     char *rd = sm_os_alloc(MAPS_BUF + 4096);
     if (rd == NULL) {
@@ -447,7 +515,7 @@ static void read_maps(struct buf *maps, struct strtab *st)
             char *line = rd, *end = rd + have, *nl;
             while ((nl = memchr(line, '\n', (size_t)(end - line))) != NULL) {
                 if (!skipping)
-                    maps_line(line, nl, maps, st, path, 4096);
+                    maps_line(line, nl, maps, st, paths, path, 4096);
                 skipping = false;
                 line = nl + 1;
             }
@@ -522,8 +590,9 @@ static bool loctab_grow(struct loctab *t)
     return true;
 }
 
-/* The location id of pc; a new one is written to locs. */
-static uint64_t location_id(struct loctab *t, struct buf *locs, const struct buf *maps, uintptr_t pc)
+/* The location id of pc, a new one for a new pc (written later, by
+ * write_locations). */
+static uint64_t location_id(struct loctab *t, uintptr_t pc)
 {
     if (t->failed || ((t->n + 1) * 2 > t->cap && !loctab_grow(t)))
         return 0;
@@ -536,15 +605,180 @@ static uint64_t location_id(struct loctab *t, struct buf *locs, const struct buf
     uint64_t id = ++t->n;
     t->slots[h].pc = pc;
     t->slots[h].id = id;
-
-    /* Every PC is a return address: step back into the call. */
-    uint64_t addr = (uint64_t)pc - (pc != 0);
-    size_t body = msg_begin(locs, PROFILE_LOCATION);
-    field_u64(locs, LOCATION_ID, id);
-    field_u64(locs, LOCATION_MAPPING_ID, mapping_of(maps, addr));
-    field_u64(locs, LOCATION_ADDRESS, addr);
-    msg_end(locs, body);
     return id;
+}
+
+/* ---- naming the locations and writing them ------------------------------ */
+
+/* One location while it is named: sorted by address, then by id. */
+struct loc_info {
+    uint64_t addr;     /* the return address minus one */
+    uint64_t id;
+    uint64_t mapping;  /* mapping id, 0: none */
+    uint64_t function; /* function id, 0: none */
+};
+
+static bool loc_before(const struct loc_info *a, const struct loc_info *b, bool by_addr)
+{
+    return by_addr ? a->addr < b->addr : a->id < b->id;
+}
+
+/* Heapsort: qsort may call malloc (glibc's merge sort takes a buffer). */
+static void sift(struct loc_info *v, size_t i, size_t n, bool by_addr)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && loc_before(&v[c], &v[c + 1], by_addr))
+            c++;
+        if (!loc_before(&v[i], &v[c], by_addr))
+            return;
+        struct loc_info t = v[i];
+        v[i] = v[c];
+        v[c] = t;
+        i = c;
+    }
+}
+
+static void sort_locs(struct loc_info *v, size_t n, bool by_addr)
+{
+    for (size_t i = n / 2; i-- > 0;)
+        sift(v, i, n, by_addr);
+    for (size_t end = n; end-- > 1;) {
+        struct loc_info t = v[0];
+        v[0] = v[end];
+        v[end] = t;
+        sift(v, 0, end, by_addr);
+    }
+}
+
+/* Function ids by string index of the name: grown with the string table. */
+struct functab {
+    struct buf ids;     /* uint64_t per string index; 0: no function yet */
+    uint64_t n;
+};
+
+static uint64_t function_id(struct functab *f, struct buf *out, struct strtab *st, const char *name)
+{
+    int64_t s = string_index_z(st, name);
+    if (st->enc.failed || s <= 0)
+        return 0;
+    size_t need = ((size_t)s + 1) * sizeof(uint64_t);
+    if (f->ids.len < need) {
+        if (!buf_reserve(&f->ids, need - f->ids.len))
+            return 0;
+        memset(f->ids.p + f->ids.len, 0, need - f->ids.len);
+        f->ids.len = need;
+    }
+    uint64_t *slot = (uint64_t *)(void *)f->ids.p + s;
+    if (*slot == 0) {
+        *slot = ++f->n;
+        size_t body = msg_begin(out, PROFILE_FUNCTION);
+        field_u64(out, FUNCTION_ID, *slot);
+        field_i64(out, FUNCTION_NAME, s);
+        field_i64(out, FUNCTION_SYSTEM_NAME, s);
+        msg_end(out, body);
+    }
+    return *slot;
+}
+
+/* Name the locations of one file, locs[0..n) (sorted by address, all in
+ * mappings of that file); hits is scratch for n entries. */
+static void name_file(struct loc_info *locs, size_t n, struct sm_sym_hit *hits,
+                      struct buf *maps, const struct buf *paths, struct functab *ft,
+                      struct buf *out, struct strtab *st)
+{
+    struct mapping *m0 = mapping_at(maps, locs[0].mapping - 1);
+    const char *path = (const char *)paths->p + m0->path;
+    struct sm_elf elf;
+
+    if (path[0] == '\0' || !sm_elf_open(&elf, path))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const struct mapping *m = mapping_at(maps, locs[i].mapping - 1);
+        uint64_t vaddr;
+        if (!sm_elf_vaddr(&elf, locs[i].addr - m->start + m->offset, &vaddr))
+            vaddr = 0;
+        hits[i].addr = vaddr;
+    }
+    /* Addresses keep their order through one file's segments; should a
+     * file be mapped out of order, its hits are still named, by a sort. */
+    bool sorted = true;
+    for (size_t i = 1; i < n && sorted; i++)
+        sorted = hits[i - 1].addr <= hits[i].addr;
+    if (sorted) {
+        sm_elf_symbolize(&elf, hits, n);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            sm_elf_symbolize(&elf, &hits[i], 1);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (hits[i].name != NULL)
+            locs[i].function = function_id(ft, out, st, hits[i].name);
+    for (size_t i = 0; i < n; i++)
+        mapping_at(maps, locs[i].mapping - 1)->has_functions = true;
+    sm_elf_close(&elf);
+}
+
+/* Write every location the samples use, each with its function when its
+ * file names it, and the functions before them. */
+static void write_locations(struct buf *out, const struct loctab *lt, struct buf *maps,
+                            const struct buf *paths, struct strtab *st, bool *failed)
+{
+    size_t n = lt->n;
+    if (n == 0)
+        return;
+    size_t bytes = n * (sizeof(struct loc_info) + sizeof(struct sm_sym_hit));
+    struct loc_info *locs = sm_os_alloc(bytes);
+    struct functab ft = {{0}, 0};
+    if (locs == NULL) {
+        *failed = true;
+        return;
+    }
+    struct sm_sym_hit *hits = (struct sm_sym_hit *)(void *)(locs + n);
+    size_t k = 0;
+    for (size_t i = 0; i < lt->cap; i++) {
+        if (lt->slots[i].id == 0)
+            continue;
+        /* Every PC is a return address: step back into the call. */
+        uintptr_t pc = lt->slots[i].pc;
+        locs[k].addr = (uint64_t)pc - (pc != 0);
+        locs[k].id = lt->slots[i].id;
+        locs[k].mapping = mapping_of(maps, locs[k].addr);
+        locs[k].function = 0;
+        k++;
+    }
+    sort_locs(locs, k, true);
+    for (size_t i = 0; i < k;) {
+        size_t j = i + 1;
+        if (locs[i].mapping == 0) {
+            i = j;
+            continue;
+        }
+        int64_t file = mapping_at(maps, locs[i].mapping - 1)->file;
+        while (j < k && locs[j].mapping != 0 && mapping_at(maps, locs[j].mapping - 1)->file == file)
+            j++;
+        name_file(&locs[i], j - i, hits, maps, paths, &ft, out, st);
+        i = j;
+    }
+    sort_locs(locs, k, false);
+    for (size_t i = 0; i < k; i++) {
+        size_t body = msg_begin(out, PROFILE_LOCATION);
+        field_u64(out, LOCATION_ID, locs[i].id);
+        field_u64(out, LOCATION_MAPPING_ID, locs[i].mapping);
+        field_u64(out, LOCATION_ADDRESS, locs[i].addr);
+        if (locs[i].function != 0) {
+            size_t line = msg_begin(out, LOCATION_LINE);
+            field_u64(out, LINE_FUNCTION_ID, locs[i].function);
+            msg_end(out, line);
+        }
+        msg_end(out, body);
+    }
+    if (ft.ids.failed)
+        *failed = true;
+    buf_release(&ft.ids);
+    sm_os_free(locs, bytes);
 }
 
 /* ---- scaling ----------------------------------------------------------- */
@@ -584,8 +818,7 @@ static void value_type(struct buf *b, struct strtab *st, int field, const char *
     msg_end(b, body);
 }
 
-static void sample(struct buf *b, struct buf *locs, struct loctab *lt, const struct buf *maps,
-                   int64_t bytes_key, const struct sm_prof_record *r, uint64_t rate)
+static void sample(struct buf *b, struct loctab *lt, int64_t bytes_key, const struct sm_prof_record *r, uint64_t rate)
 {
     int64_t v[4];
     uint64_t alloc_n = r->alloc_objects, alloc_b = r->alloc_bytes;
@@ -599,7 +832,7 @@ static void sample(struct buf *b, struct buf *locs, struct loctab *lt, const str
     if (r->nstack > 0 && r->stack != NULL) {
         size_t ids = msg_begin(b, SAMPLE_LOCATION_ID);
         for (int i = 0; i < r->nstack; i++)
-            put_varint(b, location_id(lt, locs, maps, r->stack[i]));
+            put_varint(b, location_id(lt, r->stack[i]));
         msg_end(b, ids);
     }
     size_t vals = msg_begin(b, SAMPLE_VALUE);
@@ -715,13 +948,14 @@ static int gzip_write(int fd, const uint8_t *p, size_t n)
 int sm_profproto_write(int fd, const struct sm_prof_record *recs, size_t nrecs,
                        uint64_t rate, int64_t time_nanos)
 {
-    struct buf msg = {0}, locs = {0}, maps = {0};
-    struct strtab st = {{0}, 0};
+    struct buf msg = {0}, maps = {0}, paths = {0};
+    struct strtab st = {{0}, 0, NULL, 0};
     struct loctab lt = {0};
+    bool failed = false;
     int ret = -1;
 
     string_index(&st, "", 0);
-    read_maps(&maps, &st);
+    read_maps(&maps, &st, &paths);
 
     value_type(&msg, &st, PROFILE_SAMPLE_TYPE, "alloc_objects", "count");
     value_type(&msg, &st, PROFILE_SAMPLE_TYPE, "alloc_space", "bytes");
@@ -729,8 +963,9 @@ int sm_profproto_write(int fd, const struct sm_prof_record *recs, size_t nrecs,
     value_type(&msg, &st, PROFILE_SAMPLE_TYPE, "inuse_space", "bytes");
     int64_t bytes_key = string_index_z(&st, "bytes");
     for (size_t i = 0; i < nrecs; i++)
-        sample(&msg, &locs, &lt, &maps, bytes_key, &recs[i], rate);
-    put_bytes(&msg, locs.p, locs.len);
+        sample(&msg, &lt, bytes_key, &recs[i], rate);
+    if (!lt.failed && !maps.failed && !paths.failed)
+        write_locations(&msg, &lt, &maps, &paths, &st, &failed);
     for (size_t i = 0; i < mapping_count(&maps); i++) {
         const struct mapping *m = mapping_at(&maps, i);
         size_t body = msg_begin(&msg, PROFILE_MAPPING);
@@ -740,6 +975,7 @@ int sm_profproto_write(int fd, const struct sm_prof_record *recs, size_t nrecs,
         field_u64(&msg, MAPPING_OFFSET, m->offset);
         field_i64(&msg, MAPPING_FILENAME, m->file);
         field_i64(&msg, MAPPING_BUILD_ID, m->build_id);
+        field_u64(&msg, MAPPING_HAS_FUNCTIONS, m->has_functions);
         msg_end(&msg, body);
     }
     field_i64(&msg, PROFILE_TIME_NANOS, time_nanos);
@@ -750,16 +986,16 @@ int sm_profproto_write(int fd, const struct sm_prof_record *recs, size_t nrecs,
     /* Strings last: every index above has been taken. */
     put_bytes(&msg, st.enc.p, st.enc.len);
 
-    if (msg.failed || locs.failed || maps.failed || st.enc.failed || lt.failed)
+    if (msg.failed || failed || maps.failed || paths.failed || st.enc.failed || lt.failed)
         errno = ENOMEM;
     else
         ret = gzip_write(fd, msg.p, msg.len);
 
     int saved = errno;
     buf_release(&msg);
-    buf_release(&locs);
     buf_release(&maps);
-    buf_release(&st.enc);
+    buf_release(&paths);
+    strtab_release(&st);
     if (lt.slots)
         sm_os_free(lt.slots, lt.cap * sizeof *lt.slots);
     errno = saved;

@@ -112,6 +112,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/resource.h>
 #include <unwind.h>
 
@@ -139,6 +140,45 @@ void sm_stack_counters(struct sm_stack_counters *out)
 }
 
 /* ---- libgcc's unwinder: the reference, and the fallback -------------------- */
+
+/* libgcc's exported FDE look-up (unwind-dw2-fde.h, not installed). */
+struct dwarf_eh_bases {
+    void *tbase;
+    void *dbase;
+    void *func;
+};
+extern const void *_Unwind_Find_FDE(void *pc, struct dwarf_eh_bases *bases);
+
+/* Whether libgcc can find unwind tables yet.  In a fully static program
+ * the C library calls malloc from _dl_non_dynamic_init (_dl_get_origin,
+ * _dl_find_object_init), before the object list that _dl_find_object and
+ * dl_iterate_phdr read is set up: libgcc finds no FDE for the frame
+ * _Unwind_Backtrace starts from and aborts (gcc_assert in
+ * uw_init_context_1), and asking _dl_find_object while
+ * _dl_find_object_init runs crashes.  A static program has no program
+ * interpreter (AT_BASE is 0); for it the unwinder is ready once
+ * constructors run (stack_ctor below), which the C library does after
+ * that set-up.  Until then a capture records no frame (the sample still
+ * counts its bytes).  A dynamic program is ready from its first
+ * instruction: ld.so set everything up before it ran any code of ours.
+ * (A dynamic program started as `ld.so ./prog` has AT_BASE 0 too, and
+ * loses the stacks of the allocations made before our constructor.) */
+static int unwinder_ready;
+
+static bool unwinder_usable(void)
+{
+    if (__atomic_load_n(&unwinder_ready, __ATOMIC_ACQUIRE))
+        return true;
+    if (getauxval(AT_BASE) == 0)
+        return false;
+    __atomic_store_n(&unwinder_ready, 1, __ATOMIC_RELEASE);
+    return true;
+}
+
+__attribute__((constructor)) static void stack_ctor(void)
+{
+    __atomic_store_n(&unwinder_ready, 1, __ATOMIC_RELEASE);
+}
 
 struct walk {
     uintptr_t *pcs;
@@ -183,7 +223,7 @@ static SM_STACK_NOINLINE int unwind_from(uintptr_t *pcs, int max, int skip, uint
 
 SM_STACK_NOINLINE int sm_stack_capture_unwind(uintptr_t *pcs, int max, int skip)
 {
-    if (max <= 0)
+    if (max <= 0 || !unwinder_usable())
         return 0;
     return unwind_from(pcs, max, skip > 0 ? skip : 0, (uintptr_t)__builtin_return_address(0));
 }
@@ -191,14 +231,6 @@ SM_STACK_NOINLINE int sm_stack_capture_unwind(uintptr_t *pcs, int max, int skip)
 #if defined(__x86_64__)
 
 /* ---- frame rules from the call frame information ----------------------------- */
-
-/* libgcc's exported FDE look-up (unwind-dw2-fde.h, not installed). */
-struct dwarf_eh_bases {
-    void *tbase;
-    void *dbase;
-    void *func;
-};
-extern const void *_Unwind_Find_FDE(void *pc, struct dwarf_eh_bases *bases);
 
 /* The initial stack pointer of the main thread (glibc, both linkages). */
 extern void *__libc_stack_end;
@@ -898,7 +930,7 @@ give_up:
 
 SM_STACK_NOINLINE int sm_stack_capture(uintptr_t *pcs, int max, int skip)
 {
-    if (max <= 0)
+    if (max <= 0 || !unwinder_usable())
         return 0;
     if (skip < 0)
         skip = 0;
@@ -948,7 +980,7 @@ void sm_stack_init(void)
 
 SM_STACK_NOINLINE int sm_stack_capture(uintptr_t *pcs, int max, int skip)
 {
-    if (max <= 0)
+    if (max <= 0 || !unwinder_usable())
         return 0;
     count(&n_fallback);
     return unwind_from(pcs, max, skip > 0 ? skip : 0, (uintptr_t)__builtin_return_address(0));

@@ -88,3 +88,16 @@ uint64_t os_fake_alloc_calls(void)
 {
     return __atomic_load_n(&alloc_calls, __ATOMIC_RELAXED);
 }
+
+/* Files are mapped as os_linux.c does; they are not metadata, so they are
+ * not counted. */
+const void *sm_os_map_file(int fd, size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void sm_os_unmap_file(void *p, size_t size)
+{
+    munmap(p, size);
+}

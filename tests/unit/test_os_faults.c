@@ -1005,6 +1005,73 @@ static void test_rlimit_walk(void **state)
     assert_int_equal(rep->nnull, 0);
 }
 
+/* ---- MADV_FREE refused --------------------------------------------------------- */
+
+/* Resident pages of [p, p + len), from mincore. */
+static size_t resident_pages(const void *p, size_t len)
+{
+    size_t ps = sm_os_page_size(), n = (len + ps - 1) / ps, r = 0;
+    unsigned char *vec = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (vec == MAP_FAILED || mincore((void *)p, len, vec) != 0)
+        return SIZE_MAX;
+    for (size_t i = 0; i < n; i++)
+        r += vec[i] & 1;
+    munmap(vec, n);
+    return r;
+}
+
+/* In a child: with the release policy MADV_FREE, a 32 MiB object written,
+ * freed and released by sm_free_os_memory.  refuse: the OS layer answers
+ * MADV_FREE with EINVAL.  Exit status: 0 if released and no longer
+ * resident, 1 if released but still resident (MADV_FREE without memory
+ * pressure), 2 if not released, 3 on a failure of the test itself. */
+static int release_child(bool refuse)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        const size_t len = (size_t)32 << 20;
+        sm_set_release_policy(SM_RELEASE_FREE);
+        sm_os_refuse_madv_free(refuse);
+        char *p = malloc(len);
+        if (p == NULL)
+            _exit(3);
+        memset(p, 0x5a, len);
+        struct sm_memstats before, after;
+        sm_read_memstats(&before);
+        free(p);
+        sm_free_os_memory();
+        sm_read_memstats(&after);
+        if (after.heap_released < before.heap_released + len)
+            _exit(2);
+        if (refuse != sm_os_madv_free_refused())
+            _exit(3);
+        /* The object's pages: all gone, or nearly all still there. */
+        size_t res = resident_pages(p, len);
+        _exit(res == SIZE_MAX ? 3 : res == 0 ? 0 : 1);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+/* A kernel that refuses MADV_FREE (EINVAL, as before Linux 4.5) gets
+ * MADV_DONTNEED: the pages still go back, at once, as Go does.  Without
+ * the refusal, MADV_FREE leaves them resident with no memory pressure, so
+ * the check tells the two apart. */
+static void test_madv_free_refused(void **state)
+{
+    (void)state;
+    assert_int_equal(release_child(true), 0);
+    int free_rc = release_child(false);
+    if (free_rc != 1 && free_rc != 0)
+        fail_msg("MADV_FREE release: child status %d", free_rc);
+    if (free_rc == 0)
+        fprintf(stderr, "# MADV_FREE dropped the pages at once here (memory pressure?)\n");
+}
+
 /* ---- main ---------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -1029,6 +1096,7 @@ int main(int argc, char **argv)
     if (rep == MAP_FAILED)
         return 1;
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_madv_free_refused),
         cmocka_unit_test(test_fault_walk),
         cmocka_unit_test(test_fault_walk_profiled),
         cmocka_unit_test(test_rlimit_walk),

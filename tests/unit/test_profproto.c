@@ -487,7 +487,7 @@ static uint8_t *gunzip_file(const char *path, size_t *len)
 }
 
 struct parsed {
-    char strings[64][128];
+    char strings[4096][256];
     int nstrings;
     int64_t sample_type[4][2];
     int nsample_types;
@@ -496,6 +496,10 @@ struct parsed {
     int nsamples, nlocations, nmappings;
     uint64_t loc_addr[512];
     uint64_t loc_mapping[512];
+    uint64_t loc_function[512];      /* the function id of its one line */
+    int nfunctions;
+    int64_t func_name[1024], func_system_name[1024];
+    uint64_t map_has_functions[256];
     int64_t values[8][4];
     uint64_t sample_locs[8][SM_STACK_MAX];
     int sample_nlocs[8];
@@ -574,7 +578,7 @@ static void parse_profile(const uint8_t *msg, size_t len, struct parsed *P)
                 else if (f2 == 6)
                     P->map_build[m] = (int64_t)v;
                 else if (f2 == 7)
-                    assert_int_equal(v, 0);     /* has_functions stays false */
+                    P->map_has_functions[m] = v;
             }
             assert_false(sub.bad);
             break;
@@ -591,8 +595,32 @@ static void parse_profile(const uint8_t *msg, size_t len, struct parsed *P)
                     P->loc_mapping[l] = v;
                 else if (f2 == 3)
                     P->loc_addr[l] = v;
-                else if (f2 == 4)
-                    fail_msg("a Location with lines; we leave them to pprof");
+                else if (f2 == 4) {         /* one Line: its function */
+                    int f3, w3;
+                    struct pb sub3;
+                    assert_int_equal(P->loc_function[l], 0);
+                    while (pb_next(&sub2, &f3, &w3, &v, &sub3))
+                        if (f3 == 1)
+                            P->loc_function[l] = v;
+                    assert_false(sub2.bad);
+                }
+            }
+            assert_false(sub.bad);
+            break;
+        }
+        case 5: {
+            assert_int_equal(w, 2);
+            int fi = P->nfunctions++;
+            int f2, w2;
+            struct pb sub2;
+            assert_true(fi < 1024);
+            while (pb_next(&sub, &f2, &w2, &v, &sub2)) {
+                if (f2 == 1)
+                    assert_int_equal(v, (uint64_t)fi + 1);  /* ids 1, 2, ... */
+                else if (f2 == 2)
+                    P->func_name[fi] = (int64_t)v;
+                else if (f2 == 3)
+                    P->func_system_name[fi] = (int64_t)v;
             }
             assert_false(sub.bad);
             break;
@@ -600,7 +628,7 @@ static void parse_profile(const uint8_t *msg, size_t len, struct parsed *P)
         case 6: {
             assert_int_equal(w, 2);
             size_t n = (size_t)(sub.end - sub.p);
-            assert_true(n < 128);
+            assert_true(n < 256 && P->nstrings < 4096);
             memcpy(P->strings[P->nstrings], sub.p, n);
             P->strings[P->nstrings++][n] = '\0';
             break;
@@ -723,6 +751,31 @@ static void test_proto_fields(void **state)
     assert_string_equal(str(P, P->map_file[0]), exe);
     assert_true(strlen(hex) >= 16);
     assert_string_equal(str(P, P->map_build[0]), hex);
+    /* Every location of this program (linked -rdynamic, not stripped) is
+     * named from its symbol table, so pprof needs no binary; a name is the
+     * symbol as written, in name and system_name alike. */
+    assert_int_equal(P->map_has_functions[0], 1);
+    bool named[NSITES] = { false };
+    static const char *site_fn[NSITES] = { "leak_chain_grow", "churn_once", "spike_then_free" };
+    for (int l = 0; l < P->nlocations; l++) {
+        if (P->loc_mapping[l] != 1)
+            continue;
+        uint64_t f = P->loc_function[l];
+        assert_true(f >= 1 && f <= (uint64_t)P->nfunctions);
+        assert_int_equal(P->func_name[f - 1], P->func_system_name[f - 1]);
+        const char *name = str(P, P->func_name[f - 1]);
+        assert_true(name[0] != '\0');
+        for (int s = 0; s < NSITES; s++)
+            if (strcmp(name, site_fn[s]) == 0)
+                named[s] = true;
+    }
+    for (int s = 0; s < NSITES; s++)
+        if (!named[s])
+            fail_msg("no location named %s", site_fn[s]);
+    /* One Function per name. */
+    for (int a = 0; a < P->nfunctions; a++)
+        for (int b = a + 1; b < P->nfunctions; b++)
+            assert_true(P->func_name[a] != P->func_name[b]);
     for (int m = 0; m < P->nmappings; m++) {
         assert_true(str(P, P->map_file[m])[0] == '/');
         assert_true(P->map_start[m] < P->map_limit[m]);
@@ -1087,10 +1140,12 @@ static void test_pprof_rate1(void **state)
     free(top);
 
     /* -raw: the samples' values as written, and each frame symbolized at
-     * the line of the call (the address is inside the call instruction). */
+     * the line of the call (the address is inside the call instruction).
+     * Lines come from pprof's own symbolizer, which replaces the names the
+     * profile holds only when forced to. */
     char path[PATH_MAX];
     path_in_tmp(path, sizeof path, "rate1.pb.gz");
-    const char *raw_args[] = { "-raw", exe, path, NULL };
+    const char *raw_args[] = { "-raw", "-symbolize=local:force", exe, path, NULL };
     char *raw = pprof(raw_args);
     assert_non_null(strstr(raw, "PeriodType: space bytes"));
     assert_non_null(strstr(raw, "Period: 1\n"));
