@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "types.h"
 #include "os.h"
@@ -87,6 +88,8 @@ struct sm_options {
     int stats_mode;
     uint64_t stats_interval_ns;
     bool check;
+    char http_addr[108];      /* SPANMALLOC_HTTP; empty: no endpoint */
+    bool stats_json;          /* SPANMALLOC_STATS_FORMAT=json */
 };
 SM_HIDDEN extern struct sm_options sm_opts;
 SM_HIDDEN void sm_options_init(void);
@@ -262,6 +265,11 @@ SM_HIDDEN void sm_large_free(struct sm_mspan *s);
 
 /* ---- mstats.c --------------------------------------------------------- */
 SM_HIDDEN void sm_mstats_log_line(void);
+struct sm_memstats;
+/* The JSON object of sm_print_memstats_json, without the newline. */
+SM_HIDDEN void sm_mstats_print_json(FILE *out, const struct sm_memstats *ms);
+/* Prometheus text exposition format (version 0.0.4). */
+SM_HIDDEN void sm_mstats_print_prometheus(FILE *out, const struct sm_memstats *ms);
 
 /* ---- scavenge.c ------------------------------------------------------- */
 SM_HIDDEN extern uint64_t sm_flush_gen;   /* sm_free_os_memory requests */
@@ -279,6 +287,14 @@ SM_INLINE void sm_worker_start(void)
     if (sm_unlikely(!sm_worker_running()))
         sm_worker_start_slow();
 }
+
+/* ---- http.c ------------------------------------------------------------ */
+SM_HIDDEN bool sm_http_wanted(void);      /* SPANMALLOC_HTTP is set */
+/* Bind and start the server thread, once per program (the worker calls it
+ * with every signal blocked and no lock held); a failure warns once. */
+SM_HIDDEN void sm_http_start(void);
+SM_HIDDEN int sm_http_running(void);      /* 1 while its thread is alive */
+SM_HIDDEN void sm_http_fork_child(void);
 
 /* ---- mprof.c ---------------------------------------------------------- */
 /* Bytes until the next sample for this cache: exponentially distributed

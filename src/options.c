@@ -193,6 +193,23 @@ void sm_options_init(void)
         else
             bad_value("SPANMALLOC_STATS", v);
     }
+    if ((v = env_get("SPANMALLOC_HTTP")) != NULL) {
+        /* host:port, :port (loopback) or unix:/path; checked fully when
+         * the server binds (http.c), here only that it fits. */
+        if (*v != '\0' && strlen(v) < sizeof sm_opts.http_addr &&
+            (strncmp(v, "unix:/", 6) == 0 || strrchr(v, ':') != NULL))
+            strcpy(sm_opts.http_addr, v);
+        else
+            bad_value("SPANMALLOC_HTTP", v);
+    }
+    if ((v = env_get("SPANMALLOC_STATS_FORMAT")) != NULL) {
+        if (strcmp(v, "json") == 0)
+            sm_opts.stats_json = true;
+        else if (strcmp(v, "text") == 0)
+            sm_opts.stats_json = false;
+        else
+            bad_value("SPANMALLOC_STATS_FORMAT", v);
+    }
     if ((v = env_get("SPANMALLOC_CHECK")) != NULL) {
         if (strcmp(v, "1") == 0)
             sm_opts.check = true;
