@@ -30,7 +30,7 @@
  * closes the connection.
  *
  * Locks and malloc.  The thread is an ordinary thread of the process: it is
- * started by the background worker (scavenge.c), never from inside malloc,
+ * started by the background worker (worker.c), never from inside malloc,
  * holds no allocator lock of its own, and takes the allocator's locks only
  * through the public entry points (stats reads, the profile snapshot), like
  * any thread calling them.  The response body is rendered into a memfd

@@ -237,7 +237,7 @@ SM_HIDDEN extern struct sm_dead_stats sm_dead;
 SM_HIDDEN extern struct sm_mcache *sm_mcache_all;
 SM_HIDDEN extern struct sm_fixalloc sm_mcache_alloc;
 
-/* ---- largecache.c ----------------------------------------------------- */
+/* ---- large.c ---------------------------------------------------------- */
 /* A cached span of npages pages (exactly, or a little more) for this
  * thread, now a live large object; NULL if none. */
 SM_HIDDEN struct sm_mspan *sm_largecache_alloc(struct sm_mcache *c, size_t npages);
@@ -251,8 +251,14 @@ SM_HIDDEN void sm_largecache_flush(struct sm_mcache *c);
  * Returns bytes given back.  Takes sm_mcache_lock. */
 SM_HIDDEN size_t sm_largecache_reclaim(uint32_t before_epoch);
 SM_HIDDEN void sm_largecache_reclaim_all(void);
+/* A large object of size bytes (align: 0, or a power of two); NULL with
+ * errno ENOMEM if there is no memory. */
+SM_HIDDEN void *sm_large_alloc(size_t size, size_t align);
+SM_HIDDEN void sm_large_free(struct sm_mspan *s);
+/* realloc(p, size) for a large object p (size > 0). */
+SM_HIDDEN void *sm_large_realloc(void *p, size_t size);
 
-/* ---- malloc.c --------------------------------------------------------- */
+/* ---- init.c ----------------------------------------------------------- */
 SM_HIDDEN extern int sm_initialized;
 SM_HIDDEN void sm_init_slow(void);
 SM_INLINE void sm_init(void)
@@ -260,8 +266,9 @@ SM_INLINE void sm_init(void)
     if (sm_unlikely(!__atomic_load_n(&sm_initialized, __ATOMIC_ACQUIRE)))
         sm_init_slow();
 }
-SM_HIDDEN void *sm_large_alloc(size_t size, size_t align);
-SM_HIDDEN void sm_large_free(struct sm_mspan *s);
+/* Smallest class >= cls whose size is a multiple of 2^k, for k = 5..13
+ * (alignments 32 .. 8 KiB); 0: none (use a large span). */
+SM_HIDDEN extern uint8_t sm_aligned_class[SM_PAGE_SHIFT + 1][SM_NUM_SIZE_CLASSES];
 
 /* ---- mstats.c --------------------------------------------------------- */
 SM_HIDDEN void sm_mstats_log_line(void);
@@ -276,6 +283,8 @@ SM_HIDDEN extern uint64_t sm_flush_gen;   /* sm_free_os_memory requests */
 SM_HIDDEN extern uint32_t sm_scav_epoch;  /* scavenger ticks so far */
 SM_HIDDEN void sm_release_central_empty(void);
 SM_HIDDEN size_t sm_scavenge_tick(uint64_t now);
+
+/* ---- worker.c --------------------------------------------------------- */
 SM_HIDDEN bool sm_worker_wanted(void);
 SM_HIDDEN void sm_worker_start_slow(void);
 SM_HIDDEN int sm_worker_running(void);
@@ -317,7 +326,7 @@ SM_HIDDEN void sm_mprof_fork_prepare(void);
 SM_HIDDEN void sm_mprof_fork_parent(void);
 SM_HIDDEN void sm_mprof_fork_child(void);
 
-/* ---- check.c ---------------------------------------------------------- */
+/* ---- freelist.c ------------------------------------------------------- */
 /* Free-list links.  Every free list (a thread cache's, a batch between
  * it and mcentral) links its objects through their first word, stored
  * encoded: the next object's address xor the address of the word itself
@@ -327,6 +336,7 @@ SM_HIDDEN void sm_mprof_fork_child(void);
  * never a canonical address, so the next pop catches it instead of handing
  * the address out.  The key is drawn once, before the first list is made. */
 SM_HIDDEN extern uintptr_t sm_freelist_key;
+SM_HIDDEN void sm_freelist_init(void);   /* draws the key; before the heap */
 SM_INLINE void *sm_freelist_encode(const void *slot, const void *next)
 {
     return (void *)((uintptr_t)next ^ (uintptr_t)slot ^ sm_freelist_key);
@@ -348,6 +358,8 @@ SM_INLINE bool sm_freelist_bad(const void *p)
 /* Report a corrupted link and abort: obj is the object whose first word
  * held it (NULL if no longer known), link what it decoded to. */
 SM_HIDDEN __attribute__((noreturn)) SM_COLD void sm_freelist_corrupt(const char *fn, const void *obj, const void *link);
+
+/* ---- check.c ---------------------------------------------------------- */
 
 /* Checked mode (SPANMALLOC_CHECK=1) and running under valgrind both send
  * every malloc and free to the slow path: thread caches keep no room
@@ -383,6 +395,10 @@ SM_HIDDEN uint64_t sm_check_sys(void);
 SM_HIDDEN void sm_check_fork_prepare(void);
 SM_HIDDEN void sm_check_fork_parent(void);
 SM_HIDDEN void sm_check_fork_child(void);
+/* Checked mode found obj's link corrupted: if obj is a free object whose
+ * neighbour overflowed into it, or was written after free, report that
+ * and abort; else return. */
+SM_HIDDEN SM_COLD void sm_check_blame_link(const char *fn, const void *obj);
 
 /* ---- valgrind.c: memcheck client requests (no-ops without the header) */
 SM_HIDDEN bool sm_valgrind_running(void);

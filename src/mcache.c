@@ -36,7 +36,7 @@
  * caches, the cache fixalloc and sm_dead (counts of exited threads).
  *
  * A thread's cache goes back when the thread exits (a pthread key
- * destructor): its objects to mcentral, its large spans (largecache.c) to
+ * destructor): its objects to mcentral, its large spans (large.c) to
  * mheap, its counts to sm_dead.  Frees and
  * mallocs that come after that (later destructors, libc's own cleanup) go
  * straight to mcentral.

@@ -66,7 +66,7 @@ enum sm_span_state {
     SM_SPAN_SMALL,          /* objects of one size class */
     SM_SPAN_LARGE,          /* one large object */
     SM_SPAN_CACHED,         /* a freed large object's span, kept by a
-                               thread's large cache (largecache.c) */
+                               thread's large cache (large.c) */
 };
 
 enum sm_span_list { SM_LIST_NONE = 0, SM_LIST_PARTIAL, SM_LIST_FULL };
@@ -185,7 +185,7 @@ struct sm_cacheclass {
     uint64_t nfree;            /* stats: objects given back to it */
 };
 
-/* Recently freed large spans of one thread (largecache.c). */
+/* Recently freed large spans of one thread (large.c). */
 #define SM_LARGECACHE_SLOTS 8
 #define SM_LARGECACHE_MAX_PAGES 128            /* spans up to 1 MiB */
 #define SM_LARGECACHE_MAX_BYTES ((size_t)2 << 20)

@@ -1,6 +1,6 @@
 /*
- * test_largecache.c - the per-thread cache of freed large spans
- * (largecache.c):
+ * test_large.c - the per-thread cache of freed large spans
+ * (large.c):
  *
  *   reuse        a freed large object's span serves the next malloc of the
  *                same page count (or up to an eighth more) in the same
@@ -396,5 +396,5 @@ int main(void)
         cmocka_unit_test_setup(test_memory_limit_takes_them, setup),
         cmocka_unit_test_setup(test_double_free_of_cached_span, setup),
     };
-    return cmocka_run_group_tests_name("largecache", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("large", tests, NULL, NULL);
 }
