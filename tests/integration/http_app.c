@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define RING 2000
@@ -71,8 +72,34 @@ __attribute__((noinline)) static void *http_app_churn(void *arg)
     return NULL;
 }
 
+static void *short_worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 1000; i++)
+        free(malloc(100));
+    usleep(500000);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && (strcmp(argv[1], "fork") == 0 || strcmp(argv[1], "pthread_exit") == 0)) {
+        for (int i = 0; i < 1000; i++)
+            free(malloc(1000));
+        if (argv[1][0] == 'f') {
+            sleep(1);
+            pid_t pid = fork();
+            if (pid == 0) {
+                sleep(4);
+                _exit(0);
+            }
+            printf("child %d\n", (int)pid);
+            return pid > 0 ? 0 : 1;
+        }
+        pthread_t th;
+        pthread_create(&th, NULL, short_worker, NULL);
+        pthread_exit(NULL);
+    }
     seconds = argc > 1 ? atof(argv[1]) : 5;
     int nthreads = argc > 2 ? atoi(argv[2]) : 8;
     pthread_t t[64];

@@ -17,13 +17,16 @@
 #   - a second process with the same SPANMALLOC_HTTP: one warning line,
 #     and it runs to its end;
 #   - unix:/path: a socket of mode 0600 that curl reaches, removed at exit;
+#   - a fork child closes the listening socket; a program whose main
+#     leaves with pthread_exit still ends (the worker counts the
+#     endpoint's thread);
 #   - a bad address: one warning line, the program runs.
 # Loopback only.  Requests are bounded: curl --max-time, python timeouts.
 # About 40 seconds.  Environment (set by make check): SPANMALLOC_LIB, CC,
 # srcdir.  SM_TEST_KEEP=1 keeps the files.
 
 set -u
-planned=26
+planned=28
 here=$(cd "$(dirname "$0")" && pwd)
 src=${srcdir:-$here/../..}
 LC_ALL=C
@@ -225,6 +228,23 @@ check "and go tool pprof can be fed from it" \
 	       go tool pprof -top '$tmp/unix.pb.gz' 2>&1 | grep -q http_app_churn"
 wait "$unix_pid"
 check "the socket is removed at exit" [ ! -e "$sock" ]
+
+# ---- a fork child, and main leaving with pthread_exit ---------------------------
+SPANMALLOC_HTTP=127.0.0.1:0 LD_PRELOAD=$lib "$tmp/http_app" fork >"$tmp/fork.out" 2>"$tmp/fork.err"
+faddr=$(sed -n 's/^spanmalloc: http endpoint listening on //p' "$tmp/fork.err")
+child=$(sed -n 's/^child //p' "$tmp/fork.out")
+code=$(curl -s --max-time 2 -o /dev/null -w '%{http_code}' "http://$faddr/metrics")
+rc=$?
+alive=no
+kill -0 "${child:-0}" 2>/dev/null && alive=yes
+check "a fork child does not keep the port: refused at once while it lives (curl exit $rc, child alive: $alive)" \
+	[ -n "$faddr" -a $rc -eq 7 -a $alive = yes ]
+t0=$(date +%s)
+timeout 20 env SPANMALLOC_HTTP=127.0.0.1:0 LD_PRELOAD="$lib" "$tmp/http_app" pthread_exit 2>/dev/null
+rc=$?
+t1=$(date +%s)
+check "main leaving with pthread_exit ends the process with the endpoint on (exit $rc in $((t1 - t0)) s)" \
+	[ $rc -eq 0 -a $((t1 - t0)) -le 5 ]
 
 # ---- a bad address ------------------------------------------------------------
 SPANMALLOC_HTTP=999.1.2.3:80 start bad 0.5
