@@ -32,5 +32,23 @@ int main(void)
     puts("- `rss` much higher than `heap_sys - heap_released` with `lazy_free` large: pages were");
     puts("  given back with `MADV_FREE` and the kernel has not taken them yet (`SPANMALLOC_RELEASE=free`).");
     puts("- Heap memory grown from the OS counts as released until it is first used, as in Go.");
+    puts("\n## Where the RSS goes\n");
+    puts("The five `rss_*` fields split `rss` into parts that add up to it exactly:");
+    puts("`rss_live` (`heap_alloc`) + `rss_span_free` (`heap_inuse - heap_alloc`) +");
+    puts("`rss_idle_dirty` (`heap_idle - heap_released`) + `rss_lazy_free` (`lazy_free`) +");
+    puts("`rss_outside_heap` (the rest: metadata, code, stacks, other mappings) = `rss`.");
+    puts("The heap's figures count pages, not residency (a span handed out but never touched");
+    puts("is in `heap_inuse` and not resident), and `rss` is read a moment after them; so each");
+    puts("part is cut to what `rss` leaves after the parts before it, in that order, and none");
+    puts("is negative.  When a cut happens, `rss_outside_heap` is 0.  `sm_print_memstats()`");
+    puts("prints the sum on one line (`rss breakdown: live ... = rss ...`); the endpoint serves");
+    puts("it as `spanmalloc_rss_breakdown_bytes{part=\"live\"|\"span_free\"|\"idle_dirty\"|");
+    puts("\"lazy_free\"|\"outside_heap\"}` on `/metrics` and as the fields on `/debug/vars`.");
+    puts("\n## JSON and the log line\n");
+    puts("`sm_print_memstats_json()` writes one object on one line with `version`, `time`");
+    puts("(Unix seconds with microseconds), `pid`, every field above and `by_size`; a");
+    puts("`memory_limit` of none is `null`.  The interval log line starts `spanmalloc:");
+    puts("time=... pid=...`; with `SPANMALLOC_STATS_FORMAT=json` the interval and exit");
+    puts("output is that JSON object, one per line.");
     return 0;
 }

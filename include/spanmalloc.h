@@ -65,7 +65,12 @@ enum sm_release {
     X(num_release_scavenger, "-", "release calls by the background scavenger") \
     X(num_release_limit, "-", "release calls forced by the memory limit") \
     X(num_release_explicit, "-", "release calls by sm_free_os_memory and malloc_trim") \
-    X(memory_limit, "-", "the soft memory limit in bytes; UINT64_MAX: none")
+    X(memory_limit, "-", "the soft memory limit in bytes; UINT64_MAX: none (null in JSON, +Inf in Prometheus)") \
+    X(rss_live, "-", "RSS breakdown, part 1: bytes in live objects (heap_alloc)") \
+    X(rss_span_free, "-", "RSS breakdown, part 2: free room in spans in use (heap_inuse - heap_alloc): objects cached by threads and free objects of partly used spans, span tails, large spans kept by threads") \
+    X(rss_idle_dirty, "-", "RSS breakdown, part 3: idle pages still resident (heap_idle - heap_released)") \
+    X(rss_lazy_free, "-", "RSS breakdown, part 4: pages given back with MADV_FREE and not reclaimed yet (lazy_free)") \
+    X(rss_outside_heap, "-", "RSS breakdown, part 5: resident bytes outside the heap (metadata, code, stacks, other mappings): rss minus parts 1-4; the five parts add up to rss exactly (each part is cut to what rss leaves after the parts before it, so none is negative)")
 
 /* Per size class, like Go's MemStats.BySize. */
 struct sm_class_stats {

@@ -6,11 +6,13 @@
 set -e
 # clang and libclang-rt-dev (libFuzzer's runtime and clang's sanitizer
 # runtimes) are for scripts/ci-robust.sh; gcc's sanitizer runtimes come
-# with build-essential.
+# with build-essential.  curl and python3-prometheus-client are for the
+# endpoint's test, groff-base for the man pages' test.
 PKGS="build-essential autoconf automake libtool pkg-config libcmocka-dev zlib1g-dev
       libbenchmark-dev libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev
       golang-go gnuplot-nox valgrind python3 git perl clang libclang-rt-dev
-      redis-server redis-tools sqlite3"
+      redis-server redis-tools sqlite3
+      curl python3-prometheus-client groff-base"
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 updated=""

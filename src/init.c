@@ -114,6 +114,7 @@ static void fork_child(void)
      * did not survive and restarts at the next slow path. */
     sm_mheap_fork_child(&sm_heap);
     sm_worker_after_fork_child();
+    sm_http_fork_child();
     unlock_all();
     sm_mprof_fork_child();
     sm_check_fork_child();
@@ -123,7 +124,9 @@ __attribute__((destructor)) static void sm_destructor(void)
 {
     if (!sm_initialized)
         return;
-    if (sm_opts.stats_mode == SM_STATS_EXIT)
+    if (sm_opts.stats_mode == SM_STATS_EXIT && sm_opts.stats_json)
+        sm_print_memstats_json(stderr);
+    else if (sm_opts.stats_mode == SM_STATS_EXIT)
         sm_print_memstats(stderr);
     sm_mprof_at_exit();
     /* Debug builds validate the heap as every process ends, so each test

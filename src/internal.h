@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "types.h"
 #include "os.h"
@@ -88,6 +89,8 @@ struct sm_options {
     uint64_t stats_interval_ns;
     bool check;
     bool verbose;             /* print the options in effect at start */
+    char http_addr[108];      /* SPANMALLOC_HTTP; empty: no endpoint */
+    int stats_json;           /* SPANMALLOC_STATS_FORMAT: 0 text, 1 json */
 };
 SM_HIDDEN extern struct sm_options sm_opts;
 SM_HIDDEN void sm_options_init(void);
@@ -104,6 +107,7 @@ enum sm_option_kind {
     SM_OPT_DURATION,  /* uint64_t ns above 0 */
     SM_OPT_SIGNAL,    /* int: a signal number */
     SM_OPT_STATS,     /* "exit", "off" or an interval: stats_mode and stats_interval_ns */
+    SM_OPT_ADDR,      /* char[size]: host:port, :port or unix:/path */
 };
 struct sm_option {
     const char *name;          /* the environment variable */
@@ -305,6 +309,11 @@ SM_HIDDEN extern uint8_t sm_aligned_class[SM_PAGE_SHIFT + 1][SM_NUM_SIZE_CLASSES
 
 /* ---- mstats.c --------------------------------------------------------- */
 SM_HIDDEN void sm_mstats_log_line(void);
+struct sm_memstats;
+/* The JSON object of sm_print_memstats_json, without the newline. */
+SM_HIDDEN void sm_mstats_print_json(FILE *out, const struct sm_memstats *ms);
+/* Prometheus text exposition format (version 0.0.4). */
+SM_HIDDEN void sm_mstats_print_prometheus(FILE *out, const struct sm_memstats *ms);
 
 /* ---- scavenge.c ------------------------------------------------------- */
 SM_HIDDEN extern uint64_t sm_flush_gen;   /* sm_free_os_memory requests */
@@ -324,6 +333,14 @@ SM_INLINE void sm_worker_start(void)
     if (sm_unlikely(!sm_worker_running()))
         sm_worker_start_slow();
 }
+
+/* ---- http.c ------------------------------------------------------------ */
+SM_HIDDEN bool sm_http_wanted(void);      /* SPANMALLOC_HTTP is set */
+/* Bind and start the server thread, once per program (the worker calls it
+ * with every signal blocked and no lock held); a failure warns once. */
+SM_HIDDEN void sm_http_start(void);
+SM_HIDDEN int sm_http_running(void);      /* 1 while its thread is alive */
+SM_HIDDEN void sm_http_fork_child(void);
 
 /* ---- mprof.c ---------------------------------------------------------- */
 /* Bytes until the next sample for this cache: exponentially distributed

@@ -600,6 +600,26 @@ static void report(const char *path, int err)
     sm_warn("cannot write heap profile to ", path, buf);
 }
 
+int sm_mprof_write_fd(int fd, const char *default_type)
+{
+    struct sm_prof_record *recs;
+    size_t n;
+    int ret = -1;
+    uint8_t busy = tls_busy;
+    tls_busy = 1;
+    if (sm_mprof_snapshot(&recs, &n) == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        ret = sm_profproto_write_typed(fd, recs, n, sm_mprof_period(), now, default_type);
+        int saved = errno;
+        sm_mprof_snapshot_free(recs, n);
+        errno = saved;
+    }
+    tls_busy = busy;
+    return ret;
+}
+
 static int write_profile(const char *path)
 {
     struct sm_prof_record *recs;

@@ -42,4 +42,8 @@ SM_HIDDEN size_t sm_mprof_period(void);
  * when unset.  Returns as sm_write_heap_profile. */
 SM_HIDDEN int sm_mprof_write_named(uint64_t n);
 
+/* Write the profile to fd (for the HTTP endpoint) with default_type as
+ * its default sample type; no message on stderr.  0, or -1 with errno. */
+SM_HIDDEN int sm_mprof_write_fd(int fd, const char *default_type);
+
 #endif

@@ -239,6 +239,15 @@ static size_t print_string(const struct sm_option *o, char *buf, size_t cap)
     return put(buf, cap, *s ? s : "unset");
 }
 
+/* address: host:port, :port (loopback) or unix:/path, fitting the field;
+ * checked fully when the server binds (http.c), here only its shape. */
+static bool parse_addr(const struct sm_option *o, const char *s)
+{
+    if (strncmp(s, "unix:/", 6) != 0 && strrchr(s, ':') == NULL)
+        return false;
+    return parse_string(o, s);
+}
+
 /* duration: an interval above 0 (a uint64_t field in ns; 0: unset). */
 static size_t put_duration(char *buf, size_t cap, uint64_t ns)
 {
@@ -346,6 +355,7 @@ static const struct kind kinds[] = {
     [SM_OPT_DURATION] = {parse_duration, print_duration, "interval, like `60s`, `500ms`, `2m`"},
     [SM_OPT_SIGNAL] = {parse_signal, print_signal, "`USR1`, `USR2`, `HUP`, `URG`, `WINCH`, or a real-time signal's number"},
     [SM_OPT_STATS] = {parse_stats, print_stats, "`exit`, or an interval like `10s`"},
+    [SM_OPT_ADDR] = {parse_addr, print_string, "`host:port`, `:port` (loopback), `unix:/path`"},
 };
 
 /* ---- the table --------------------------------------------------------------- */
@@ -373,6 +383,10 @@ SM_HIDDEN const struct sm_option sm_options[] = {
     OPT("PROFILE_INTERVAL", DURATION, "", profile_interval_ns, "write a heap profile every interval"),
     OPT("CHECK", BOOL, "off", check,
         "checked mode: double frees, interior and foreign pointers, writes past the requested size and writes after free are reported and abort; about 3 times slower ([doc/checking.md](doc/checking.md))"),
+    OPT_ENUM("STATS_FORMAT", "text", stats_json,
+             "`json`: the exit and interval stats as one JSON object per line (with `time` and `pid`)", "text", "json"),
+    OPT("HTTP", ADDR, "", http_addr,
+        "serve the live endpoint (profiles, `/metrics`, `/debug/vars`; see Finding the leak); `:port` is 127.0.0.1 only; a unix socket is mode 0600; an address in use: one warning, the program runs on"),
     OPT("VERBOSE", BOOL, "off", verbose, "print every value in effect on stderr at start"),
 };
 SM_HIDDEN const size_t sm_noptions = sizeof sm_options / sizeof sm_options[0];

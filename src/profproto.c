@@ -948,6 +948,12 @@ static int gzip_write(int fd, const uint8_t *p, size_t n)
 int sm_profproto_write(int fd, const struct sm_prof_record *recs, size_t nrecs,
                        uint64_t rate, int64_t time_nanos)
 {
+    return sm_profproto_write_typed(fd, recs, nrecs, rate, time_nanos, "inuse_space");
+}
+
+int sm_profproto_write_typed(int fd, const struct sm_prof_record *recs, size_t nrecs,
+                             uint64_t rate, int64_t time_nanos, const char *default_type)
+{
     struct buf msg = {0}, maps = {0}, paths = {0};
     struct strtab st = {{0}, 0, NULL, 0};
     struct loctab lt = {0};
@@ -982,7 +988,7 @@ int sm_profproto_write(int fd, const struct sm_prof_record *recs, size_t nrecs,
     field_i64(&msg, PROFILE_DURATION_NANOS, 0);
     value_type(&msg, &st, PROFILE_PERIOD_TYPE, "space", "bytes");
     field_i64(&msg, PROFILE_PERIOD, rate > INT64_MAX ? INT64_MAX : (int64_t)rate);
-    field_i64(&msg, PROFILE_DEFAULT_SAMPLE_TYPE, string_index_z(&st, "inuse_space"));
+    field_i64(&msg, PROFILE_DEFAULT_SAMPLE_TYPE, string_index_z(&st, default_type));
     /* Strings last: every index above has been taken. */
     put_bytes(&msg, st.enc.p, st.enc.len);
 

@@ -25,6 +25,11 @@ struct sm_prof_record {
 int sm_profproto_write(int fd, const struct sm_prof_record *recs, size_t nrecs,
                        uint64_t rate, int64_t time_nanos);
 
+/* The same with another default sample type: "alloc_space" for the
+ * allocs profile, as Go's /debug/pprof/allocs sets it. */
+int sm_profproto_write_typed(int fd, const struct sm_prof_record *recs, size_t nrecs,
+                             uint64_t rate, int64_t time_nanos, const char *default_type);
+
 /* Go's runtime/pprof scaleHeapSample: the estimated number of objects and
  * bytes allocated, given count objects of size bytes in all were sampled at
  * a mean of one sample per rate bytes.  Exposed for the unit test. */

@@ -78,13 +78,17 @@ static bool worker_alone(void)
     long threads = strtol(p, &end, 10);
     if (end == p)
         return false;
-    return state == 'Z' && threads == 2;
+    /* The endpoint's thread (http.c) waits alongside the worker. */
+    return state == 'Z' && threads == 2 + sm_http_running();
 }
 
 static void *worker_main(void *arg)
 {
     (void)arg;
     uint64_t next_stats = sm_nanotime() + sm_opts.stats_interval_ns;
+    /* The endpoint starts here: never inside a malloc, and its thread
+     * inherits the worker's blocked signals. */
+    sm_http_start();
     for (;;) {
         struct timespec ts = {0, (long)SM_WORKER_TICK_NS};
         nanosleep(&ts, NULL);
@@ -106,7 +110,8 @@ static void *worker_main(void *arg)
 
 bool sm_worker_wanted(void)
 {
-    return sm_opts.scavenge || sm_opts.stats_mode == SM_STATS_INTERVAL || sm_mprof_wants_worker();
+    return sm_opts.scavenge || sm_opts.stats_mode == SM_STATS_INTERVAL || sm_mprof_wants_worker() ||
+           sm_http_wanted();
 }
 
 void sm_worker_start_slow(void)

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -244,10 +245,13 @@ static void test_json_parses(void **state)
     FILE *f = fdopen(fd, "w");
     sm_print_memstats_json(f);
     fclose(f);
-    char cmd[256];
+    char cmd[512];
     snprintf(cmd, sizeof cmd, "python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); "
              "assert d[\"heap_sys\"]==d[\"heap_inuse\"]+d[\"heap_idle\"] or True; "
-             "assert len(d[\"by_size\"])==66' %s", path);
+             "assert len(d[\"by_size\"])==66; "
+             "assert d[\"memory_limit\"] is None; "
+             "assert d[\"pid\"]==%ld and abs(d[\"time\"]-__import__(\"time\").time())<60' %s",
+             (long)getpid(), path);
     assert_int_equal(system(cmd), 0);
     snprintf(cmd, sizeof cmd, "python3 -m json.tool %s >/dev/null", path);
     assert_int_equal(system(cmd), 0);
@@ -260,7 +264,66 @@ static void test_json_parses(void **state)
     fclose(m);
     assert_non_null(strstr(buf, "heap_inuse"));
     assert_non_null(strstr(buf, "heap_released"));
+    assert_non_null(strstr(buf, "rss breakdown: live "));
     free(buf);
+}
+
+/* The RSS breakdown: five parts, none negative, adding up to rss exactly,
+ * each the heap's figure unless rss ran out first (then the later parts
+ * are cut, and outside_heap is what remains). */
+static void check_breakdown(const struct sm_memstats *m)
+{
+    uint64_t parts[5] = {m->rss_live, m->rss_span_free, m->rss_idle_dirty, m->rss_lazy_free,
+                         m->rss_outside_heap};
+    uint64_t want[4] = {m->heap_alloc, m->heap_inuse - m->heap_alloc,
+                        m->heap_idle - m->heap_released, m->lazy_free};
+    uint64_t sum = 0;
+    for (int i = 0; i < 5; i++) {
+        assert_true(parts[i] <= m->rss);     /* unsigned: a "negative" one wraps */
+        sum += parts[i];
+    }
+    assert_int_equal(sum, m->rss);
+    uint64_t left = m->rss;
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(parts[i], want[i] < left ? want[i] : left);
+        left -= parts[i];
+    }
+}
+
+static void test_rss_breakdown(void **state)
+{
+    (void)state;
+    struct sm_memstats m;
+    sm_read_memstats(&m);
+    check_breakdown(&m);
+    /* 64 MiB live, touched: the live part is all of it and resident. */
+    enum { N = 1024 };
+    static char *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = malloc(64 << 10);
+        memset(p[i], 1, 64 << 10);
+    }
+    sm_read_memstats(&m);
+    check_breakdown(&m);
+    print_message("# breakdown: live %lu span_free %lu idle %lu lazy %lu outside %lu = rss %lu\n",
+                  (unsigned long)m.rss_live, (unsigned long)m.rss_span_free,
+                  (unsigned long)m.rss_idle_dirty, (unsigned long)m.rss_lazy_free,
+                  (unsigned long)m.rss_outside_heap, (unsigned long)m.rss);
+    assert_true(m.rss_live >= (uint64_t)N * (64 << 10));
+    assert_true(m.rss_outside_heap > 0);   /* code, stacks, the page map at least */
+    /* Freed and kept: it moves from live to idle resident (or span free in
+     * the threads' caches), and the parts still add up. */
+    sm_set_release_policy(SM_RELEASE_NONE);
+    for (int i = 0; i < N; i++)
+        free(p[i]);
+    sm_read_memstats(&m);
+    check_breakdown(&m);
+    assert_true(m.rss_live < (uint64_t)N * (64 << 10) / 2);
+    assert_true(m.rss_idle_dirty + m.rss_span_free >= (uint64_t)N * (64 << 10) / 2);
+    sm_set_release_policy(SM_RELEASE_DONTNEED);
+    sm_free_os_memory();
+    sm_read_memstats(&m);
+    check_breakdown(&m);
 }
 
 /* Run a shell command, return its stderr. */
@@ -300,12 +363,48 @@ static void test_stats_env(void **state)
     snprintf(cmd, sizeof cmd,
              "SPANMALLOC_STATS=1s LD_PRELOAD=%s python3 -c 'import time; x=[str(i) for i in range(100000)]; time.sleep(3.4)'",
              lib);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     out = run_stderr(cmd);
-    int lines = count(out, "spanmalloc: alloc=");
-    print_message("# interval log lines in 3.4 s: %d\n", lines);
-    assert_true(lines >= 2 && lines <= 4);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    /* At most one a second of the run (python's start-up included, which
+     * takes seconds on a loaded machine), and one more at exit's edge. */
+    int lines = count(out, "spanmalloc: time=");
+    int secs = (int)(t1.tv_sec - t0.tv_sec) + 1;
+    print_message("# interval log lines in %d s: %d\n", secs, lines);
+    assert_true(lines >= 2 && lines <= secs + 1);
     assert_non_null(strstr(out, "heap_released="));
     assert_non_null(strstr(out, "rss="));
+    /* The log line says when and who: "time=<unix seconds>.<micro> pid=N". */
+    const char *tl = strstr(out, "spanmalloc: time=");
+    assert_non_null(tl);
+    char *end;
+    double t = strtod(tl + strlen("spanmalloc: time="), &end);
+    assert_true(t > 1.6e9 && *end == ' ' && strncmp(end, " pid=", 5) == 0);
+
+    /* SPANMALLOC_STATS_FORMAT=json: every interval line and the exit
+     * report are one JSON object per line (python3's json on each). */
+    snprintf(cmd, sizeof cmd,
+             "SPANMALLOC_STATS=1s SPANMALLOC_STATS_FORMAT=json LD_PRELOAD=%s python3 -c 'import time; time.sleep(2.4)' 2>&1 >/dev/null | "
+             "python3 -c 'import json,sys; ls=[json.loads(l) for l in sys.stdin]; "
+             "assert len(ls)>=1 and all(d[\"pid\"]>0 and d[\"time\"]>1.6e9 and d[\"memory_limit\"] is None for d in ls), ls; print(len(ls))'",
+             lib);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    int njson = 0;
+    assert_int_equal(fscanf(p, "%d", &njson), 1);
+    assert_int_equal(pclose(p), 0);
+    print_message("# JSON interval lines: %d\n", njson);
+    assert_true(njson >= 1);
+    snprintf(cmd, sizeof cmd,
+             "SPANMALLOC_STATS=exit SPANMALLOC_STATS_FORMAT=json SPANMALLOC_MEMLIMIT=1GiB LD_PRELOAD=%s /bin/true 2>&1 >/dev/null | "
+             "python3 -c 'import json,sys; ls=[json.loads(l) for l in sys.stdin]; "
+             "assert len(ls)==1 and ls[0][\"memory_limit\"]==1<<30, ls'",
+             lib);
+    assert_int_equal(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "SPANMALLOC_STATS_FORMAT=yaml LD_PRELOAD=%s /bin/true", lib);
+    out = run_stderr(cmd);
+    assert_int_equal(count(out, "SPANMALLOC_STATS_FORMAT: ignoring bad value yaml"), 1);
 
     /* A bad value: one warning line, the default, no crash. */
     snprintf(cmd, sizeof cmd, "SPANMALLOC_RELEASE=bogus SPANMALLOC_MEMLIMIT=12XB LD_PRELOAD=%s /bin/true", lib);
@@ -325,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_reads),
         cmocka_unit_test(test_json_parses),
         cmocka_unit_test(test_stats_env),
+        cmocka_unit_test(test_rss_breakdown),
     };
     return cmocka_run_group_tests_name("memstats", tests, NULL, NULL);
 }
