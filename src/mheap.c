@@ -31,6 +31,15 @@
  * past the soft memory limit the heap calls h->reclaim with its lock
  * dropped, which takes sm_mcache_lock and then the heap lock again; so
  * sm_mheap_alloc is never called with sm_mcache_lock held.
+ *
+ * The soft limit holds whenever pages are taken, not only when the heap
+ * grows (Go's allocSpan): taking released or fresh pages makes them
+ * resident, and if the heap's resident pages (sys - released) then pass
+ * the limit, the allocation first takes its pages (so they cannot be
+ * released under it), then, with the lock dropped, reclaims the threads'
+ * large caches and releases that many idle pages elsewhere.  The test costs
+ * nothing more on the common path: it sits behind the branch that clears
+ * the taken pages' released bits, which reusing dirty pages never enters.
  */
 #include <errno.h>
 #include <string.h>
@@ -306,9 +315,33 @@ static bool carve(struct sm_mheap *h, struct sm_mspan *s, size_t npages, size_t 
     return true;
 }
 
+/* Bytes by which the heap's resident pages exceed the soft memory limit,
+ * if there is anything to give back (idle resident pages, or the threads'
+ * large caches); else 0.  Heap lock held. */
+static size_t over_limit(struct sm_mheap *h)
+{
+    size_t limit = __atomic_load_n(&sm_opts.memlimit, __ATOMIC_RELAXED);
+    if (limit == SIZE_MAX)
+        return 0;
+    uint64_t resident = PAGE_BYTES(h->st.pages_sys - h->st.pages_released);
+    if (resident <= limit || (h->reclaim == NULL && h->st.pages_free == h->st.pages_released))
+        return 0;
+    return resident - limit;
+}
+
+/* Bring the heap back under the soft limit by over bytes: no lock held. */
+static void limit_release(struct sm_mheap *h, size_t over)
+{
+    if (h->reclaim != NULL)
+        h->reclaim();
+    sm_mheap_scavenge(h, over, 0, SM_SCAV_LIMIT);
+}
+
 struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_pages, uint8_t kind)
 {
     size_t need = npages + (align_pages > 1 ? align_pages - 1 : 0);
+    size_t over = 0;
+    bool limited = false;   /* the limit was enforced before growing */
     sm_mheap_lock(h);
     struct sm_mspan *s = find_fit(h, need);
     if (s == NULL) {
@@ -325,6 +358,7 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
             sm_mheap_scavenge(h, resident - limit, 0, SM_SCAV_LIMIT);
             sm_mheap_lock(h);
             s = find_fit(h, need);
+            limited = true;
         }
     }
     if (s == NULL) {
@@ -342,12 +376,14 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
         return NULL;
     }
     size_t released = run_released(run_nreleased, run_npages, s->base, npages);
+    h->st.pages_free -= npages;
+    h->st.pages_inuse += npages;
     if (released) {
         sm_pagemap_mark_released(s->base, npages, false);
         h->st.pages_released -= released;
+        if (!limited)
+            over = over_limit(h);
     }
-    h->st.pages_free -= npages;
-    h->st.pages_inuse += npages;
     s->nreleased = 0;
     s->idle_since = 0;
     s->needzero = sm_pagemap_take_needzero(s->base, npages);
@@ -367,6 +403,8 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
     /* Publish the kind last: the free fast path trusts it. */
     sm_pagemap_set_kind(s->base, npages, kind);
     sm_mheap_unlock(h);
+    if (sm_unlikely(over != 0))
+        limit_release(h, over);
     return s;
 }
 
@@ -419,12 +457,14 @@ bool sm_mheap_extend(struct sm_mheap *h, struct sm_mspan *s, size_t npages)
         return false;
     }
     size_t released = run_released(run_nreleased, run_npages, after, more);
+    size_t over = 0;
+    h->st.pages_free -= more;
+    h->st.pages_inuse += more;
     if (released) {
         sm_pagemap_mark_released(after, more, false);
         h->st.pages_released -= released;
+        over = over_limit(h);
     }
-    h->st.pages_free -= more;
-    h->st.pages_inuse += more;
     h->st.large_bytes_alloc += PAGE_BYTES(more);
     (void)sm_pagemap_take_needzero(after, more);
     sm_pagemap_set_spans(after, more, s);
@@ -432,6 +472,8 @@ bool sm_mheap_extend(struct sm_mheap *h, struct sm_mspan *s, size_t npages)
     s->npages = npages;
     span_dispose(h, n);
     sm_mheap_unlock(h);
+    if (sm_unlikely(over != 0))
+        limit_release(h, over);
     return true;
 }
 
