@@ -65,6 +65,7 @@ enum sm_release {
     X(num_release_scavenger, "-", "release calls by the background scavenger") \
     X(num_release_limit, "-", "release calls forced by the memory limit") \
     X(num_release_explicit, "-", "release calls by sm_free_os_memory and malloc_trim") \
+    X(num_release_free, "-", "release calls by a large free over the retained target") \
     X(memory_limit, "-", "the soft memory limit in bytes; UINT64_MAX: none")
 
 /* Per size class, like Go's MemStats.BySize. */

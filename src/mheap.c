@@ -408,15 +408,58 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
     return s;
 }
 
+/* The most idle resident memory a free keeps for reuse beyond the retain
+ * target: twice the largest large span freed lately, at most 64 MiB (glibc
+ * keeps up to twice its mmap threshold at the top of its heap, and that
+ * threshold follows the largest chunk freed, up to 32 MiB). */
+#define SM_FREE_KEEP_MAX_PAGES ((size_t)(64u << 20) >> SM_PAGE_SHIFT)
+
+/* Bytes a free of a large span releases now: the heap keeps idle resident
+ * memory up to the retain target (SPANMALLOC_RETAIN percent of the heap in
+ * use, as the scavenger does) plus twice the largest large span freed
+ * lately, so a program that frees and allocates buffers of the same sizes
+ * in turn keeps them resident.  Only when the idle resident memory passes
+ * twice that does the free release it, down to that: hysteresis, because
+ * best fit often puts the next allocation into a released run rather than
+ * a larger dirty one, and every released page reused is a page fault.
+ * Measured on bench/release_churn.c (doc/release.md): releasing everything
+ * over the target at every free cost 3 to 7 times the system time of
+ * glibc; the floor alone, 1 to 4.5 times; floor and hysteresis, 0.6 to 3.3
+ * times, with RSS after the last free 7-18 MiB instead of 20-121 MiB.
+ * 0 when there is nothing to release, or less than the 64 KiB a release
+ * takes at least.  Heap lock held. */
+static size_t free_excess(struct sm_mheap *h, size_t npages)
+{
+    /* The largest span freed lately decays by 1/16 at every large free. */
+    h->free_big_pages -= h->free_big_pages >> 4;
+    if (npages > h->free_big_pages)
+        h->free_big_pages = npages;
+    uint64_t keep_pages = h->st.pages_inuse / 100 * sm_opts.retain_percent +
+                          (2 * h->free_big_pages < SM_FREE_KEEP_MAX_PAGES
+                               ? 2 * h->free_big_pages : SM_FREE_KEEP_MAX_PAGES);
+    uint64_t idle_dirty = h->st.pages_free - h->st.pages_released;
+    if (idle_dirty <= 2 * keep_pages || idle_dirty - keep_pages < (64 * 1024) >> SM_PAGE_SHIFT)
+        return 0;
+    return PAGE_BYTES(idle_dirty - keep_pages);
+}
+
 void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
 {
     /* Idle times matter to the scavenger in seconds: the coarse clock. */
     uint64_t now = sm_nanotime_coarse();
+    size_t excess = 0;
     sm_mheap_lock(h);
     if (s->state == SM_SPAN_LARGE) {
         h->st.large_nfree++;
         h->st.large_bytes_free += PAGE_BYTES(s->npages);
     }
+    /* A large object's pages go back to the OS at once when the heap
+     * already holds more idle resident memory than it keeps (glibc returns
+     * a large chunk at free); the scavenger would take them only at its
+     * next tick.  Small spans come back a few pages at a time and are left
+     * to the scavenger. */
+    bool large = s->state == SM_SPAN_LARGE || s->state == SM_SPAN_CACHED;
+    size_t npages = s->npages;
     sm_pagemap_set_kind(s->base, s->npages, SM_PAGE_FREE);
     h->st.pages_inuse -= s->npages;
     h->st.pages_free += s->npages;
@@ -428,7 +471,13 @@ void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
     s->nreleased = 0;
     s->idle_since = now;
     free_join_insert(h, s);
+    if (large)
+        excess = free_excess(h, npages);
     sm_mheap_unlock(h);
+    /* Oldest runs first: the span just freed is the newest, the likeliest
+     * to be reused, and goes last.  madvise runs without the heap lock. */
+    if (sm_unlikely(excess != 0))
+        sm_mheap_scavenge(h, excess, 0, SM_SCAV_FREE);
 }
 
 /* ---- resizing a large span in place (realloc) ---------------------------- */
@@ -587,6 +636,8 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
                 h->st.nrelease_scavenger++;
             else if (why == SM_SCAV_LIMIT)
                 h->st.nrelease_limit++;
+            else if (why == SM_SCAV_FREE)
+                h->st.nrelease_free++;
             else
                 h->st.nrelease_explicit++;
         }
