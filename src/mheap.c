@@ -423,9 +423,9 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
  * best fit often puts the next allocation into a released run rather than
  * a larger dirty one, and every released page reused is a page fault.
  * Measured on bench/release_churn.c (doc/release.md): releasing everything
- * over the target at every free cost 3 to 7 times the system time of
- * glibc; the floor alone, 1 to 4.5 times; floor and hysteresis, 0.6 to 3.3
- * times, with RSS after the last free 7-18 MiB instead of 20-121 MiB.
+ * over the target at every free cost 3 to 8 times the system time of
+ * glibc; the floor alone, 1.3 to 6 times; floor and hysteresis, 0.7 to 3.3
+ * times, with RSS after the last free 8-16 MiB instead of 20-118 MiB.
  * 0 when there is nothing to release, or less than the 64 KiB a release
  * takes at least.  Heap lock held. */
 static size_t free_excess(struct sm_mheap *h, size_t npages)

@@ -11,7 +11,7 @@
 #      releases forced by the limit;
 #   2. the same with the scavenger on;
 #   3. no limit, scavenger off: VmHWM above limit + 10%, so the workload
-#      does need the limit and case 1 can fail (it reached 377 MiB when
+#      does need the limit and case 1 can fail (it reached 369 MiB when
 #      the limit was enforced only when the heap grew).
 #
 # Output is TAP.  Environment: SPANMALLOC_LIB (set by make check), builddir.
