@@ -208,6 +208,9 @@ def plot(outdir, runs, tl, meta):
     return os.path.join(outdir, "release.png")
 
 
+HAND_MARKER = "<!-- Written by hand from here on; release_report.py --doc keeps it. -->"
+
+
 RELEASE_CALLS = {
     "spanmalloc": "`sm_free_os_memory()`",
     "jemalloc": "`mallctl(\"arena.4096.purge\", NULL, NULL, NULL, 0)`",
@@ -320,8 +323,17 @@ def main():
         png = plot(args.results, runs, timeline(runs), meta)
     if args.doc:
         os.makedirs(args.doc_dir, exist_ok=True)
-        with open(os.path.join(args.doc_dir, "release.md"), "w") as f:
-            f.write(doc_text(table_md, meta, runs))
+        # What follows the marker in the old file was written by hand (the
+        # release at free, the memory limit): kept.
+        path = os.path.join(args.doc_dir, "release.md")
+        kept = ""
+        if os.path.exists(path):
+            with open(path) as f:
+                old = f.read()
+            if HAND_MARKER in old:
+                kept = "\n" + old[old.index(HAND_MARKER):]
+        with open(path, "w") as f:
+            f.write(doc_text(table_md, meta, runs) + kept)
         if png:
             shutil.copyfile(png, os.path.join(args.doc_dir, "release.png"))
         print("release_report.py: wrote %s" % os.path.normpath(os.path.join(args.doc_dir, "release.md")))

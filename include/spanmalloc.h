@@ -65,6 +65,7 @@ enum sm_release {
     X(num_release_scavenger, "-", "release calls by the background scavenger") \
     X(num_release_limit, "-", "release calls forced by the memory limit") \
     X(num_release_explicit, "-", "release calls by sm_free_os_memory and malloc_trim") \
+    X(num_release_free, "-", "release calls by a large free over the retained target") \
     X(memory_limit, "-", "the soft memory limit in bytes; UINT64_MAX: none (null in JSON, +Inf in Prometheus)") \
     X(rss_live, "-", "RSS breakdown, part 1: bytes in live objects (heap_alloc)") \
     X(rss_span_free, "-", "RSS breakdown, part 2: free room in spans in use (heap_inuse - heap_alloc): objects cached by threads and free objects of partly used spans, span tails, large spans kept by threads") \

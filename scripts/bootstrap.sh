@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install what a fresh Debian machine lacks to build, test and benchmark
 # spanmalloc.  Installs only missing packages; uses sudo when not root.
-# redis, sqlite3 and Python's regression tests (libpythonX.Y-testsuite, for
+# redis, sqlite3, postgresql-15 and Python's regression tests (libpythonX.Y-testsuite, for
 # the python3 that Debian installs) are for scripts/ci-long.sh.
 set -e
 # clang and libclang-rt-dev (libFuzzer's runtime and clang's sanitizer
@@ -12,7 +12,8 @@ PKGS="build-essential autoconf automake libtool pkg-config libcmocka-dev zlib1g-
       libbenchmark-dev libjemalloc-dev libgoogle-perftools-dev libmimalloc-dev
       golang-go gnuplot-nox valgrind python3 git perl clang libclang-rt-dev
       redis-server redis-tools sqlite3
-      curl python3-prometheus-client groff-base"
+      curl python3-prometheus-client groff-base
+      postgresql-15"
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 updated=""

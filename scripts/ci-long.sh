@@ -4,9 +4,9 @@
 #   scripts/ci-long.sh [--report FILE] [--parts LIST]
 #
 #   --report FILE  write the markdown summary there (default _build/long-report.md)
-#   --parts LIST   a comma-separated subset of python,redis,sqlite,stress
+#   --parts LIST   a comma-separated subset of python,redis,sqlite,stress,postgres
 #
-# Four parts, each run over glibc's malloc and with the library preloaded,
+# Five parts, each run over glibc's malloc and with the library preloaded,
 # every run timed and its peak RSS taken by bench/maxrss (wait4's ru_maxrss):
 #
 #   python  python3's own regression tests, one `python3 -m test MODULE` per
@@ -37,24 +37,30 @@
 #           (tests/stress/test_stress_libc) gives the comparison.  Pass: exit
 #           0 and the program's own content checks, a stats line a second,
 #           a readable gzipped profile.
+#   postgres  PostgreSQL 15, a cluster over glibc and one with the library
+#           preloaded, live at once on unix sockets: pgbench, 8 clients,
+#           select-only and TPC-B, runs taking turns; then a session with
+#           work_mem = 256MB sorts ~220 MB in memory and reads its backend's
+#           VmRSS 1 s later.  Pass: backend VmRSS <= 1.2 x glibc's, median
+#           TPS within 5% of glibc's.  Runs as the user postgres under root.
 #
 # Prints one "PASS: name" or "FAIL: name" line per part with a result line
 # under it, then "N passed, N failed"; exits non-zero if a part failed.
-# Logs stay in _build/long/.  About 16 minutes on 2 cores.
+# Logs stay in _build/long/.  About 20 minutes on 2 cores.
 set -u
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
 
 report=$top/_build/long-report.md
-parts="python,redis,sqlite,stress"
+parts="python,redis,sqlite,stress,postgres"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--report) report=$2; shift 2 ;;
 	--report=*) report=${1#--report=}; shift ;;
 	--parts) parts=$2; shift 2 ;;
 	--parts=*) parts=${1#--parts=}; shift ;;
-	*) echo "usage: $0 [--report FILE] [--parts python,redis,sqlite,stress]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--report FILE] [--parts python,redis,sqlite,stress,postgres]" >&2; exit 2 ;;
 	esac
 done
 case $report in /*) ;; *) report=$PWD/$report ;; esac
@@ -93,7 +99,8 @@ if ! make -C "$build" bench/maxrss tests/stress/test_stress tests/stress/test_st
 	exit 1
 fi
 maxrss=$build/bench/maxrss
-lib=$(readlink -f "$build/src/.libs/libspanmalloc.so")
+# LONG_LIB: another build of the library to measure (a baseline).
+lib=$(readlink -f "${LONG_LIB:-$build/src/.libs/libspanmalloc.so}")
 shim=$log/libc_malloc.so
 export TMPDIR=$log/tmp
 
@@ -572,6 +579,186 @@ part_stress() {
 	} >>"$report"
 }
 
+# ---- 5. PostgreSQL ------------------------------------------------------------------
+
+# PostgreSQL 15 (Debian's postgresql-15): two clusters, one served by glibc
+# and one by spanmalloc (LD_PRELOAD on the postmaster; every backend is its
+# fork), live at once on unix sockets only.  pgbench with 8 clients takes
+# turns on them, select-only (-S) and TPC-B, PG_REPS times each for
+# PG_SECONDS, so a shared machine's load falls on both alike; TPS are the
+# medians.  Then, in one session per cluster, work_mem = 256MB and a sort
+# of PG_SORT_ROWS generated rows (about 220 MB in memory: quicksort, not
+# external); one second after it the backend reads its own VmRSS
+# (pg_read_file('/proc/self/status')), as a program that sorted once and
+# stays connected holds it.  postgres will not run as root: under root
+# everything runs as the user postgres (made with useradd if missing).
+PG_BIN=${LONG_PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_SECONDS=${LONG_PG_SECONDS:-10}
+PG_REPS=${LONG_PG_REPS:-3}
+PG_SORT_REPS=${LONG_PG_SORT_REPS:-2}
+PG_SORT_ROWS=${LONG_PG_SORT_ROWS:-2000000}
+PG_SCALE=${LONG_PG_SCALE:-10}
+
+pg_dir=""
+pg_user=""
+# as_pg COMMAND...: run COMMAND as the unprivileged user when we are root.
+as_pg() {
+	if [ -n "$pg_user" ]; then runuser -u "$pg_user" -- "$@"; else "$@"; fi
+}
+pg_psql() { as_pg "$PG_BIN/psql" -h "$pg_dir/$1" -p 5432 -U postgres -d postgres -X -q -A -t "${@:2}"; }
+
+# pg_start ALLOC PRELOAD: initdb, start, pgbench -i; empty on success, else why.
+pg_start() {
+	local a=$1 pre=$2 d=$pg_dir/$1
+	mkdir -p "$d" || return
+	[ -z "$pg_user" ] || chown "$pg_user" "$d"
+	as_pg "$PG_BIN/initdb" -D "$d/data" -A trust -U postgres >"$log/pg-$a.initdb" 2>&1 ||
+		{ echo "initdb failed: $(tail -n 2 "$log/pg-$a.initdb" | tr '\n' ' ')"; return; }
+	local env_pre=()
+	[ -n "$pre" ] && env_pre=(env "LD_PRELOAD=$pre")
+	# No durability: the comparison is of the allocators, not of the disk.
+	as_pg "${env_pre[@]}" "$PG_BIN/pg_ctl" -D "$d/data" -l "$d/server.log" -w -t 60 \
+		-o "-k $d -c listen_addresses= -p 5432 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=20" \
+		start >"$log/pg-$a.start" 2>&1 ||
+		{ echo "the server did not start: $(tail -n 3 "$d/server.log" | tr '\n' ' ')"; return; }
+	head -n 1 "$d/data/postmaster.pid" >"$log/pg-$a.pid"
+	grep -o '[^/ ]*\.so[^ ]*$' "/proc/$(cat "$log/pg-$a.pid")/maps" 2>/dev/null | sort -u >"$log/pg-$a.maps"
+	as_pg "$PG_BIN/pgbench" -h "$d" -p 5432 -U postgres -i -q -s "$PG_SCALE" postgres \
+		>"$log/pg-$a.init" 2>&1 ||
+		{ echo "pgbench -i failed: $(tail -n 2 "$log/pg-$a.init" | tr '\n' ' ')"; return; }
+}
+
+pg_stop() {
+	[ -f "$pg_dir/$1/data/postmaster.pid" ] &&
+		as_pg "$PG_BIN/pg_ctl" -D "$pg_dir/$1/data" -w -m fast stop >/dev/null 2>&1
+}
+
+# pg_bench ALLOC MODE REP: one pgbench run (MODE select or tpcb); prints its tps.
+pg_bench() {
+	local a=$1 mode=$2 rep=$3 opt=()
+	[ "$mode" = select ] && opt=(-S)
+	as_pg "$PG_BIN/pgbench" -h "$pg_dir/$a" -p 5432 -U postgres -c 8 -j 2 -T "$PG_SECONDS" -n \
+		"${opt[@]}" postgres >"$log/pg-$a-$mode-$rep.out" 2>&1
+	sed -n 's/^tps = \([0-9]*\)[0-9.]* (without initial connection time)/\1/p' "$log/pg-$a-$mode-$rep.out"
+}
+
+# pg_sort ALLOC REP: the sort session; prints "VmRSS_KiB sort_memory_KiB
+# VmRSS_right_after_KiB".
+pg_sort() {
+	local a=$1 rep=$2
+	pg_psql "$a" >"$log/pg-$a-sort-$rep.out" 2>&1 <<SQL
+SET work_mem = '256MB';
+EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)
+	SELECT g, md5(g::text) FROM generate_series(1, $PG_SORT_ROWS) g ORDER BY random();
+SELECT 'VmRSS0 ' || substring(pg_read_file('/proc/self/status') from 'VmRSS:\s*([0-9]+) kB');
+SELECT pg_sleep(1);
+SELECT 'VmRSS ' || substring(pg_read_file('/proc/self/status') from 'VmRSS:\s*([0-9]+) kB');
+SQL
+	echo "$(sed -n 's/^VmRSS \([0-9]*\)$/\1/p' "$log/pg-$a-sort-$rep.out") $(sed -n 's/.*Sort Method: quicksort  Memory: \([0-9]*\)kB.*/\1/p' "$log/pg-$a-sort-$rep.out") $(sed -n 's/^VmRSS0 \([0-9]*\)$/\1/p' "$log/pg-$a-sort-$rep.out")"
+}
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%+.1f%%", (b / a - 1) * 100; else printf "-" }'; }
+
+part_postgres() {
+	local name="PostgreSQL 15"
+	if [ ! -x "$PG_BIN/postgres" ] || [ ! -x "$PG_BIN/pgbench" ]; then
+		verdict "$name" "no $PG_BIN/postgres or pgbench (scripts/bootstrap.sh installs postgresql-15)" ""
+		return
+	fi
+	if [ "$(id -u)" -eq 0 ]; then
+		pg_user=postgres
+		id -u "$pg_user" >/dev/null 2>&1 ||
+			useradd --system --no-create-home --shell /usr/sbin/nologin "$pg_user" ||
+			{ verdict "$name" "running as root and cannot create the user $pg_user" ""; return; }
+	fi
+	pg_dir=$(mktemp -d /tmp/spanmalloc-pg.XXXXXX) || return
+	chmod 755 "$pg_dir"
+	# The library as the postgres user can read it, and unchanged while the
+	# server runs.
+	cp "$lib" "$pg_dir/libspanmalloc.so" && chmod 644 "$pg_dir/libspanmalloc.so"
+	[ -n "$pg_user" ] && chown "$pg_user" "$pg_dir"
+	local why="" w a
+	w=$(pg_start glibc "") && [ -z "$w" ] || why="glibc: $w"
+	w=$(pg_start spanmalloc "$pg_dir/libspanmalloc.so") && [ -z "$w" ] || why="${why:+$why; }spanmalloc: $w"
+	grep -q libspanmalloc "$log/pg-spanmalloc.maps" 2>/dev/null ||
+		why="${why:+$why; }libspanmalloc.so is not mapped in the spanmalloc postmaster"
+	grep -q libspanmalloc "$log/pg-glibc.maps" 2>/dev/null &&
+		why="${why:+$why; }libspanmalloc.so is mapped in the glibc postmaster"
+	declare -A tps
+	local rep mode order t
+	if [ -z "$why" ]; then
+		for rep in $(seq "$PG_REPS"); do
+			order="glibc spanmalloc"
+			[ $((rep % 2)) -eq 0 ] && order="spanmalloc glibc"
+			for mode in select tpcb; do
+				for a in $order; do
+					t=$(pg_bench "$a" "$mode" "$rep")
+					[ -n "$t" ] || why="${why:+$why; }pgbench $mode on $a failed: $(tail -n 2 "$log/pg-$a-$mode-$rep.out" | tr '\n' ' ')"
+					tps[$a-$mode]="${tps[$a-$mode]:-} $t"
+				done
+			done
+		done
+	fi
+	declare -A rss rss0 sortmem
+	if [ -z "$why" ]; then
+		for rep in $(seq "$PG_SORT_REPS"); do
+			order="glibc spanmalloc"
+			[ $((rep % 2)) -eq 0 ] && order="spanmalloc glibc"
+			for a in $order; do
+				read -r r m r0 <<<"$(pg_sort "$a" "$rep")"
+				[ -n "$r" ] && [ -n "$m" ] ||
+					why="${why:+$why; }the sort session on $a failed (or did not sort in memory): $(tail -n 2 "$log/pg-$a-sort-$rep.out" | tr '\n' ' ')"
+				rss[$a]="${rss[$a]:-} $r"
+				rss0[$a]="${rss0[$a]:-} $r0"
+				sortmem[$a]=$m
+			done
+		done
+	fi
+	pg_stop glibc
+	pg_stop spanmalloc
+	grep -h -E 'PANIC|TRAP|terminated by signal|spanmalloc:' "$pg_dir"/*/server.log >"$log/pg-problems" 2>/dev/null
+	[ -s "$log/pg-problems" ] && why="${why:+$why; }server log: $(head -n 1 "$log/pg-problems")"
+	cp "$pg_dir"/glibc/server.log "$log/pg-glibc.server.log" 2>/dev/null
+	cp "$pg_dir"/spanmalloc/server.log "$log/pg-spanmalloc.server.log" 2>/dev/null
+	rm -rf "$pg_dir"
+	local sg ss tg ts rg rs
+	sg=$(echo "${tps[glibc-select]:-}" | median); ss=$(echo "${tps[spanmalloc-select]:-}" | median)
+	tg=$(echo "${tps[glibc-tpcb]:-}" | median); ts=$(echo "${tps[spanmalloc-tpcb]:-}" | median)
+	rg=$(echo "${rss[glibc]:-}" | median); rs=$(echo "${rss[spanmalloc]:-}" | median)
+	if [ -z "$why" ]; then
+		awk -v g="$rg" -v s="$rs" 'BEGIN { exit !(s <= 1.2 * g) }' ||
+			why="backend VmRSS after the sort $(mib "$rs") > 1.2 x glibc's $(mib "$rg")"
+		for mode in select tpcb; do
+			local g s
+			g=$(echo "${tps[glibc-$mode]}" | median); s=$(echo "${tps[spanmalloc-$mode]}" | median)
+			awk -v g="$g" -v s="$s" 'BEGIN { exit !(s >= 0.95 * g && s <= 1.05 * g) }' ||
+				why="${why:+$why; }$mode TPS $s is not within 5% of glibc's $g"
+		done
+	fi
+	local summary
+	summary="8 clients, median of $PG_REPS x $PG_SECONDS s: select-only $(rate "$sg") tps glibc, $(rate "$ss") spanmalloc ($(pct "$sg" "$ss")); TPC-B $(rate "$tg") glibc, $(rate "$ts") spanmalloc ($(pct "$tg" "$ts")); backend VmRSS 1 s after a $(mib "${sortmem[glibc]:-0}") sort: glibc $(mib "$rg"), spanmalloc $(mib "$rs") ($(ratio "$rg" "$rs"))"
+	verdict "$name" "$why" "$summary"
+	{
+		echo
+		echo "## PostgreSQL 15: $(word "$why")"
+		echo
+		echo "$("$PG_BIN/postgres" --version), two clusters (glibc, and \`LD_PRELOAD\` on the postmaster) live at once on unix sockets, \`fsync=off\`;"
+		echo "\`pgbench -s $PG_SCALE\`, 8 clients, 2 threads, $PG_SECONDS s a run, $PG_REPS runs of each mode on each cluster, taking turns (the first in each turn alternates). TPS are medians; every run is listed."
+		echo "The sort: one session sets \`work_mem = '256MB'\` and sorts $PG_SORT_ROWS generated rows by \`random()\` (quicksort in memory, $(mib "${sortmem[glibc]:-0}")); 1 s later the backend reads its own \`VmRSS\` (which counts the shared buffers it touched); $PG_SORT_REPS sessions on each, medians."
+		echo
+		echo "| | glibc | spanmalloc | spanmalloc / glibc |"
+		echo "|---|---:|---:|---:|"
+		echo "| select-only TPS (median) | $(rate "$sg") | $(rate "$ss") | $(ratio "$sg" "$ss") |"
+		echo "| select-only runs | ${tps[glibc-select]:-} | ${tps[spanmalloc-select]:-} | |"
+		echo "| TPC-B TPS (median) | $(rate "$tg") | $(rate "$ts") | $(ratio "$tg" "$ts") |"
+		echo "| TPC-B runs | ${tps[glibc-tpcb]:-} | ${tps[spanmalloc-tpcb]:-} | |"
+		echo "| backend VmRSS 1 s after the sort (median) | $(mib "$rg") | $(mib "$rs") | $(ratio "$rg" "$rs") |"
+		echo "| VmRSS of each session (KiB) | ${rss[glibc]:-} | ${rss[spanmalloc]:-} | |"
+		echo "| VmRSS right after the sort, each session (KiB) | ${rss0[glibc]:-} | ${rss0[spanmalloc]:-} | |"
+	} >>"$report"
+}
+
 lib_base=$(basename "$lib")
 # run_part NAME: run part_NAME and say how long it took, on the console and
 # in the report.
@@ -591,6 +778,7 @@ run_part python
 run_part redis
 run_part sqlite
 run_part stress
+run_part postgres
 
 total=$(($(date +%s) - script_t0))
 {

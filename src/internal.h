@@ -205,7 +205,7 @@ SM_HIDDEN bool sm_mheap_shrink(struct sm_mheap *h, struct sm_mspan *s, size_t np
 /* Release idle pages to the OS: at most max_bytes, only runs idle since
  * before idle_before_ns (0: any), oldest first.  Returns bytes released. */
 SM_HIDDEN size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_before_ns, int why);
-enum { SM_SCAV_EXPLICIT, SM_SCAV_BACKGROUND, SM_SCAV_LIMIT };
+enum { SM_SCAV_EXPLICIT, SM_SCAV_BACKGROUND, SM_SCAV_LIMIT, SM_SCAV_FREE };
 /* Validate every free list and the stats; throws on corruption. */
 SM_HIDDEN void sm_mheap_check(struct sm_mheap *h);
 SM_HIDDEN void sm_mheap_lock(struct sm_mheap *h);

@@ -31,6 +31,15 @@
  * past the soft memory limit the heap calls h->reclaim with its lock
  * dropped, which takes sm_mcache_lock and then the heap lock again; so
  * sm_mheap_alloc is never called with sm_mcache_lock held.
+ *
+ * The soft limit holds whenever pages are taken, not only when the heap
+ * grows (Go's allocSpan): taking released or fresh pages makes them
+ * resident, and if the heap's resident pages (sys - released) then pass
+ * the limit, the allocation first takes its pages (so they cannot be
+ * released under it), then, with the lock dropped, reclaims the threads'
+ * large caches and releases that many idle pages elsewhere.  The test costs
+ * nothing more on the common path: it sits behind the branch that clears
+ * the taken pages' released bits, which reusing dirty pages never enters.
  */
 #include <errno.h>
 #include <string.h>
@@ -306,9 +315,33 @@ static bool carve(struct sm_mheap *h, struct sm_mspan *s, size_t npages, size_t 
     return true;
 }
 
+/* Bytes by which the heap's resident pages exceed the soft memory limit,
+ * if there is anything to give back (idle resident pages, or the threads'
+ * large caches); else 0.  Heap lock held. */
+static size_t over_limit(struct sm_mheap *h)
+{
+    size_t limit = __atomic_load_n(&sm_opts.memlimit, __ATOMIC_RELAXED);
+    if (limit == SIZE_MAX)
+        return 0;
+    uint64_t resident = PAGE_BYTES(h->st.pages_sys - h->st.pages_released);
+    if (resident <= limit || (h->reclaim == NULL && h->st.pages_free == h->st.pages_released))
+        return 0;
+    return resident - limit;
+}
+
+/* Bring the heap back under the soft limit by over bytes: no lock held. */
+static void limit_release(struct sm_mheap *h, size_t over)
+{
+    if (h->reclaim != NULL)
+        h->reclaim();
+    sm_mheap_scavenge(h, over, 0, SM_SCAV_LIMIT);
+}
+
 struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_pages, uint8_t kind)
 {
     size_t need = npages + (align_pages > 1 ? align_pages - 1 : 0);
+    size_t over = 0;
+    bool limited = false;   /* the limit was enforced before growing */
     sm_mheap_lock(h);
     struct sm_mspan *s = find_fit(h, need);
     if (s == NULL) {
@@ -325,6 +358,7 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
             sm_mheap_scavenge(h, resident - limit, 0, SM_SCAV_LIMIT);
             sm_mheap_lock(h);
             s = find_fit(h, need);
+            limited = true;
         }
     }
     if (s == NULL) {
@@ -342,12 +376,14 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
         return NULL;
     }
     size_t released = run_released(run_nreleased, run_npages, s->base, npages);
+    h->st.pages_free -= npages;
+    h->st.pages_inuse += npages;
     if (released) {
         sm_pagemap_mark_released(s->base, npages, false);
         h->st.pages_released -= released;
+        if (!limited)
+            over = over_limit(h);
     }
-    h->st.pages_free -= npages;
-    h->st.pages_inuse += npages;
     s->nreleased = 0;
     s->idle_since = 0;
     s->needzero = sm_pagemap_take_needzero(s->base, npages);
@@ -367,18 +403,63 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
     /* Publish the kind last: the free fast path trusts it. */
     sm_pagemap_set_kind(s->base, npages, kind);
     sm_mheap_unlock(h);
+    if (sm_unlikely(over != 0))
+        limit_release(h, over);
     return s;
+}
+
+/* The most idle resident memory a free keeps for reuse beyond the retain
+ * target: twice the largest large span freed lately, at most 64 MiB (glibc
+ * keeps up to twice its mmap threshold at the top of its heap, and that
+ * threshold follows the largest chunk freed, up to 32 MiB). */
+#define SM_FREE_KEEP_MAX_PAGES ((size_t)(64u << 20) >> SM_PAGE_SHIFT)
+
+/* Bytes a free of a large span releases now: the heap keeps idle resident
+ * memory up to the retain target (SPANMALLOC_RETAIN percent of the heap in
+ * use, as the scavenger does) plus twice the largest large span freed
+ * lately, so a program that frees and allocates buffers of the same sizes
+ * in turn keeps them resident.  Only when the idle resident memory passes
+ * twice that does the free release it, down to that: hysteresis, because
+ * best fit often puts the next allocation into a released run rather than
+ * a larger dirty one, and every released page reused is a page fault.
+ * Measured on bench/release_churn.c (doc/release.md): releasing everything
+ * over the target at every free cost 3 to 8 times the system time of
+ * glibc; the floor alone, 1.3 to 6 times; floor and hysteresis, 0.7 to 3.3
+ * times, with RSS after the last free 8-16 MiB instead of 20-118 MiB.
+ * 0 when there is nothing to release, or less than the 64 KiB a release
+ * takes at least.  Heap lock held. */
+static size_t free_excess(struct sm_mheap *h, size_t npages)
+{
+    /* The largest span freed lately decays by 1/16 at every large free. */
+    h->free_big_pages -= h->free_big_pages >> 4;
+    if (npages > h->free_big_pages)
+        h->free_big_pages = npages;
+    uint64_t keep_pages = h->st.pages_inuse / 100 * sm_opts.retain_percent +
+                          (2 * h->free_big_pages < SM_FREE_KEEP_MAX_PAGES
+                               ? 2 * h->free_big_pages : SM_FREE_KEEP_MAX_PAGES);
+    uint64_t idle_dirty = h->st.pages_free - h->st.pages_released;
+    if (idle_dirty <= 2 * keep_pages || idle_dirty - keep_pages < (64 * 1024) >> SM_PAGE_SHIFT)
+        return 0;
+    return PAGE_BYTES(idle_dirty - keep_pages);
 }
 
 void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
 {
     /* Idle times matter to the scavenger in seconds: the coarse clock. */
     uint64_t now = sm_nanotime_coarse();
+    size_t excess = 0;
     sm_mheap_lock(h);
     if (s->state == SM_SPAN_LARGE) {
         h->st.large_nfree++;
         h->st.large_bytes_free += PAGE_BYTES(s->npages);
     }
+    /* A large object's pages go back to the OS at once when the heap
+     * already holds more idle resident memory than it keeps (glibc returns
+     * a large chunk at free); the scavenger would take them only at its
+     * next tick.  Small spans come back a few pages at a time and are left
+     * to the scavenger. */
+    bool large = s->state == SM_SPAN_LARGE || s->state == SM_SPAN_CACHED;
+    size_t npages = s->npages;
     sm_pagemap_set_kind(s->base, s->npages, SM_PAGE_FREE);
     h->st.pages_inuse -= s->npages;
     h->st.pages_free += s->npages;
@@ -390,7 +471,13 @@ void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
     s->nreleased = 0;
     s->idle_since = now;
     free_join_insert(h, s);
+    if (large)
+        excess = free_excess(h, npages);
     sm_mheap_unlock(h);
+    /* Oldest runs first: the span just freed is the newest, the likeliest
+     * to be reused, and goes last.  madvise runs without the heap lock. */
+    if (sm_unlikely(excess != 0))
+        sm_mheap_scavenge(h, excess, 0, SM_SCAV_FREE);
 }
 
 /* ---- resizing a large span in place (realloc) ---------------------------- */
@@ -419,12 +506,14 @@ bool sm_mheap_extend(struct sm_mheap *h, struct sm_mspan *s, size_t npages)
         return false;
     }
     size_t released = run_released(run_nreleased, run_npages, after, more);
+    size_t over = 0;
+    h->st.pages_free -= more;
+    h->st.pages_inuse += more;
     if (released) {
         sm_pagemap_mark_released(after, more, false);
         h->st.pages_released -= released;
+        over = over_limit(h);
     }
-    h->st.pages_free -= more;
-    h->st.pages_inuse += more;
     h->st.large_bytes_alloc += PAGE_BYTES(more);
     (void)sm_pagemap_take_needzero(after, more);
     sm_pagemap_set_spans(after, more, s);
@@ -432,6 +521,8 @@ bool sm_mheap_extend(struct sm_mheap *h, struct sm_mspan *s, size_t npages)
     s->npages = npages;
     span_dispose(h, n);
     sm_mheap_unlock(h);
+    if (sm_unlikely(over != 0))
+        limit_release(h, over);
     return true;
 }
 
@@ -545,6 +636,8 @@ size_t sm_mheap_scavenge(struct sm_mheap *h, size_t max_bytes, uint64_t idle_bef
                 h->st.nrelease_scavenger++;
             else if (why == SM_SCAV_LIMIT)
                 h->st.nrelease_limit++;
+            else if (why == SM_SCAV_FREE)
+                h->st.nrelease_free++;
             else
                 h->st.nrelease_explicit++;
         }

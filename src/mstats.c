@@ -163,6 +163,7 @@ void sm_read_memstats(struct sm_memstats *out)
     out->num_release_scavenger = st.nrelease_scavenger;
     out->num_release_limit = st.nrelease_limit;
     out->num_release_explicit = st.nrelease_explicit;
+    out->num_release_free = st.nrelease_free;
     size_t lim = __atomic_load_n(&sm_opts.memlimit, __ATOMIC_RELAXED);
     out->memory_limit = lim == SIZE_MAX ? UINT64_MAX : lim;
     read_kernel(&out->rss, &out->lazy_free);

@@ -372,9 +372,9 @@ SM_HIDDEN const struct sm_option sm_options[] = {
              "dontneed", "free", "off"),   /* in enum sm_release's order */
     OPT("SCAVENGE", BOOL, "on", scavenge, "background return of idle pages"),
     OPT("RETAIN", PERCENT, "10", retain_percent,
-        "idle resident memory the scavenger keeps, over the heap in use; pages idle 5 s go back anyway"),
+        "idle resident memory the scavenger keeps, over the heap in use; pages idle 5 s go back anyway.  A large free (over 32 KiB) that leaves more than twice that, plus twice the largest large object freed lately, idle and resident releases the excess at once ([doc/release.md](doc/release.md))"),
     OPT("MEMLIMIT", LIMIT, "none", memlimit,
-        "soft limit like `GOMEMLIMIT`: idle pages are released before the heap grows past it"),
+        "soft limit like `GOMEMLIMIT`: whenever the heap takes pages that are not resident (new or released) and its resident pages would pass the limit, it first takes back the threads' large caches and releases other idle pages ([doc/release.md](doc/release.md))"),
     OPT("STATS", STATS, "off", stats_mode,
         "print the stats at exit, or one log line per interval on stderr"),
     OPT("PROFILE_RATE", SIZE, "524288", profile_rate, "mean bytes between heap profile samples (`0` off)"),

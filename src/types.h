@@ -144,6 +144,7 @@ struct sm_heap_stats {
     uint64_t large_bytes_alloc, large_bytes_free;
     uint64_t released_bytes_total;    /* bytes ever given back */
     uint64_t nrelease_scavenger, nrelease_limit, nrelease_explicit;
+    uint64_t nrelease_free;    /* releases by a large free (mheap.c) */
     uint64_t arena_meta_sys;   /* bytes of struct sm_heap_arena */
 };
 
@@ -160,6 +161,7 @@ struct sm_mheap {
      * limit: gives back spans held above the heap (the threads' large
      * caches).  NULL: nothing to call (a heap of its own in a unit test). */
     void (*reclaim)(void);
+    size_t free_big_pages;     /* largest large span freed lately (decays) */
 };
 
 /* ---- central lists ------------------------------------------------------ */
