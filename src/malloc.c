@@ -206,8 +206,33 @@ SM_INLINE size_t pages_for(size_t size)
     return npages ? npages : 1;
 }
 
+/* The profiler's countdown ran out on a span from the large cache. */
+static SM_NOINLINE void *large_sample(struct sm_mcache *c, struct sm_mspan *s, size_t size)
+{
+    c->sample_left = sm_mprof_next_sample(c);
+    sm_mprof_record_alloc((void *)s->base, size);
+    return (void *)s->base;
+}
+
 void *sm_large_alloc(size_t size, size_t align)
 {
+    /* The common case first: a span this thread freed, with no lock, no
+     * page map write, no clock.  A thread with no cache yet is on the
+     * static empty one, whose bins are empty; checked mode keeps the
+     * large caches empty (mcache.c), so its canary byte needs no page
+     * here. */
+    if (sm_likely(size <= ((size_t)SM_LARGECACHE_MAX_PAGES << SM_PAGE_SHIFT) &&
+                  align <= SM_PAGE_SIZE)) {
+        struct sm_mcache *c = sm_tls_mcache;
+        struct sm_mspan *s = sm_largecache_alloc(c, pages_for(size));
+        if (sm_likely(s != NULL)) {
+            s->reqsize = size;
+            /* One subtraction and a branch, as on the small path. */
+            if (sm_unlikely(sm_sample_countdown(c, size)))
+                return large_sample(c, s, size);
+            return (void *)s->base;
+        }
+    }
     if (sm_unlikely(size > SM_MAX_ALLOC)) {
         errno = ENOMEM;
         return NULL;
@@ -216,10 +241,36 @@ void *sm_large_alloc(size_t size, size_t align)
     return large_alloc(size, pages_for(size + (sm_check_slow ? 1 : 0)), align);
 }
 
-void sm_large_free(struct sm_mspan *s)
+/* A sampled or checked large object's free. */
+static SM_NOINLINE void large_free_slow(void *p, struct sm_mspan *s)
 {
+    if (sm_unlikely(sm_check_slow)) {
+        /* Not to the large cache: its next malloc would skip check.c. */
+        sm_check_free_large(s);
+        if (s->specials)
+            sm_mprof_record_free(p, s);
+        sm_mheap_free(&sm_heap, s);
+        return;
+    }
+    sm_mprof_record_free(p, s);
     struct sm_mcache *c = sm_tls_mcache;
     if (c != &sm_mcache_empty && sm_largecache_free(c, s))
+        return;
+    sm_mheap_free(&sm_heap, s);
+}
+
+void sm_large_free(void *p, struct sm_mspan *s)
+{
+    if (s->base != (uintptr_t)p)
+        sm_check_bad_free("invalid pointer", p);
+    if (s->state != SM_SPAN_LARGE)
+        sm_check_bad_free("double free of", p);   /* in a large cache */
+    if (sm_unlikely(sm_check_slow || s->specials != NULL)) {
+        large_free_slow(p, s);
+        return;
+    }
+    struct sm_mcache *c = sm_tls_mcache;
+    if (sm_likely(c != &sm_mcache_empty) && sm_largecache_free(c, s))
         return;
     sm_mheap_free(&sm_heap, s);
 }

@@ -236,35 +236,34 @@ static void drain(struct sm_cacheclass *cc, uint32_t cls)
     sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
 }
 
+static SM_NOINLINE void free_small_slow(void *p, uint8_t kind);
+
+/* The arena is looked up once for the kind and a large object's span; both
+ * calls are tail calls, so a large free saves no registers here. */
 void sm_mcache_free_slow(void *p)
 {
-    if (p == NULL)
+    struct sm_heap_arena *ar = sm_pagemap_arena((uintptr_t)p);
+    if (ar == NULL) {
+        if (p == NULL)
+            return;
+        sm_check_bad_free("invalid pointer", p);
+    }
+    size_t i = sm_pagemap_index((uintptr_t)p);
+    uint8_t kind = __atomic_load_n(&ar->pagekind[i], __ATOMIC_RELAXED);
+    if (sm_likely(kind == SM_PAGE_LARGE)) {
+        sm_large_free(p, ar->spans[i]);   /* checks p, the profiler, the large cache */
         return;
-    uint8_t kind = sm_pagemap_kind((uintptr_t)p);
+    }
+    free_small_slow(p, kind);
+}
+
+static void free_small_slow(void *p, uint8_t kind)
+{
     switch (kind) {
     case SM_PAGE_NONE:
         sm_check_bad_free("invalid pointer", p);
     case SM_PAGE_FREE:
         sm_check_bad_free("double free of", p);
-    case SM_PAGE_LARGE: {
-        struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
-        if (s->base != (uintptr_t)p)
-            sm_check_bad_free("invalid pointer", p);
-        if (s->state != SM_SPAN_LARGE)
-            sm_check_bad_free("double free of", p);   /* in a large cache */
-        if (sm_unlikely(sm_check_slow)) {
-            /* Not to the large cache: its next malloc would skip check.c. */
-            sm_check_free_large(s);
-            if (s->specials)
-                sm_mprof_record_free(p, s);
-            sm_mheap_free(&sm_heap, s);
-            return;
-        }
-        if (s->specials)
-            sm_mprof_record_free(p, s);
-        sm_large_free(s);
-        return;
-    }
     default:
         break;
     }
