@@ -222,6 +222,13 @@ SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls, size_t size);
 SM_HIDDEN void sm_mcache_free_slow(void *p);
 SM_HIDDEN void sm_mcache_flush(struct sm_mcache *c);
 SM_HIDDEN void sm_mcache_thread_exit(void *arg);
+/* The budget all caches share (bytes; SM_CACHE_BUDGET), and its
+ * generation: bumped when a cache comes or goes, so each thread's slow
+ * path rescales its bounds. */
+SM_HIDDEN extern size_t sm_cache_budget;
+SM_HIDDEN extern uint64_t sm_cache_budget_gen;
+/* Bytes c's lists and large bins hold now (its owner's view). */
+SM_HIDDEN size_t sm_mcache_cached_bytes(const struct sm_mcache *c);
 
 /* Totals kept for threads that have exited (under sm_mcache_lock). */
 struct sm_dead_stats {
@@ -308,10 +315,12 @@ SM_INLINE bool sm_largecache_free(struct sm_mcache *c, struct sm_mspan *s)
     if (n - SM_LARGECACHE_MIN_PAGES > SM_LARGECACHE_MAX_PAGES - SM_LARGECACHE_MIN_PAGES ||
         lc->nheld[n] == SM_LARGECACHE_WAYS)
         return false;
-    if (sm_unlikely(((lc->held + n) << SM_PAGE_SHIFT) > SM_LARGECACHE_MAX_BYTES))
+    if (sm_unlikely(lc->held + n > lc->limit))
         return sm_largecache_free_over_bound(lc, s, n);
     return sm_largecache_bin_put(lc, s, n);
 }
+/* Evict spans until c's large cache holds at most its limit. */
+SM_HIDDEN void sm_largecache_trim(struct sm_mcache *c);
 /* Give every span of c's large cache back to the heap. */
 SM_HIDDEN void sm_largecache_flush(struct sm_mcache *c);
 /* From every thread's large cache, take the spans stored at scavenger

@@ -10,7 +10,8 @@
  * tcmalloc's and jemalloc's thread caches hold the smaller large sizes and
  * glibc keeps freed chunks below its mmap threshold, a thread keeps spans
  * of SM_LARGECACHE_MIN_PAGES to SM_LARGECACHE_MAX_PAGES pages (just over
- * 32 KiB to 1 MiB), at most SM_LARGECACHE_MAX_BYTES together (types.h).
+ * 32 KiB to 1 MiB), at most lc->limit pages together: SM_LARGECACHE_MAX_BYTES
+ * (types.h), less when many threads share the cache budget (mcache.c).
  *
  * Layout: a bin per page count, indexed by it, as tcmalloc's thread cache
  * has a free list per size class and jemalloc's tcache a bin per large
@@ -102,7 +103,7 @@ static void evict(struct sm_largecache *lc, size_t n)
  * fit under the bound. */
 static SM_NOINLINE void make_room(struct sm_largecache *lc, size_t pages)
 {
-    size_t limit = SM_LARGECACHE_MAX_BYTES >> SM_PAGE_SHIFT;
+    size_t limit = lc->limit;
     uint32_t n = lc->next;
     while (lc->held + pages > limit) {
         if (n < SM_LARGECACHE_MIN_PAGES || n > SM_LARGECACHE_MAX_PAGES)
@@ -116,8 +117,16 @@ static SM_NOINLINE void make_room(struct sm_largecache *lc, size_t pages)
 
 bool sm_largecache_free_over_bound(struct sm_largecache *lc, struct sm_mspan *s, size_t n)
 {
+    if (n > lc->limit)
+        return false;
     make_room(lc, n);   /* may take from bin n too */
     return sm_largecache_bin_put(lc, s, n);
+}
+
+void sm_largecache_trim(struct sm_mcache *c)
+{
+    if (c->large.held > c->large.limit)
+        make_room(&c->large, 0);
 }
 
 void sm_largecache_flush(struct sm_mcache *c)

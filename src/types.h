@@ -191,6 +191,9 @@ struct sm_cacheclass {
 #define SM_LARGECACHE_MAX_PAGES 128            /* spans up to 1 MiB */
 #define SM_LARGECACHE_WAYS 4                   /* spans per bin */
 #define SM_LARGECACHE_MAX_BYTES ((size_t)2 << 20)
+/* All threads' caches together hold at most this many bytes, small lists
+ * and large bins (mcache.c): tcmalloc's default overall thread cache size. */
+#define SM_CACHE_BUDGET ((size_t)32 << 20)
 #define SM_LARGECACHE_IDLE_TICKS 4                 /* scavenger ticks unused
                                                       before it goes back */
 
@@ -200,6 +203,9 @@ struct sm_largecache {
                                                    owner (another thread may
                                                    have taken some since) */
     uint32_t held;                              /* owner: pages in them */
+    uint32_t limit;                             /* owner: most pages held, its
+                                                   share of the cache budget
+                                                   (mcache.c) */
     uint32_t next;                              /* owner: bin to evict next */
     uint64_t nmalloc, nfree;                    /* stats: objects served from,
                                                    freed into the cache */
@@ -235,6 +241,7 @@ struct sm_mcache {
     intptr_t sample_left;      /* bytes until the next profile sample */
     struct sm_mcache *all_next, *all_prev;  /* registry, for stats */
     uint64_t flush_gen;        /* sm_free_os_memory generation seen */
+    uint64_t budget_gen;       /* sm_cache_budget_gen its bounds follow */
     uint64_t rng;              /* profiler's random state */
     struct sm_largecache large;  /* freed large spans for reuse */
 };

@@ -1,7 +1,8 @@
 /*
  * test_mcache.c - the thread cache: made on first use, bounded lists,
  * batches from mcentral and whole lists back to it, given back at thread
- * exit; and the OS layer's fault hook turning mmap failures into ENOMEM.
+ * exit; the budget all caches share, whatever the number of threads; and
+ * the OS layer's fault hook turning mmap failures into ENOMEM.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -134,6 +135,73 @@ static void test_mmap_failure_is_enomem(void **state)
     sm_mheap_check(&sm_heap);
 }
 
+/* ---- the cache budget: 64 threads fill their caches at once ---- */
+
+#define BUDGET_THREADS 64
+static pthread_barrier_t budget_bar;
+
+static void *budget_worker(void *arg)
+{
+    (void)arg;
+    static const size_t sizes[] = { 64, 256, 1024, 4096, 16384 };
+    free(malloc(16));                      /* this thread's cache exists */
+    pthread_barrier_wait(&budget_bar);     /* ... and every other one's */
+    void *v[200];
+    for (unsigned k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        for (int i = 0; i < 200; i++)
+            v[i] = malloc(sizes[k]);
+        for (int i = 0; i < 200; i++)
+            free(v[i]);
+    }
+    for (int i = 0; i < 2; i++)
+        v[i] = malloc(256 * 1024);
+    for (int i = 0; i < 2; i++)
+        free(v[i]);
+    /* Its bounds are its share of the budget, not the full ones. */
+    uint32_t cls = sm_size_to_class(1024);
+    assert_true(sm_tls_mcache->c[cls].bound < 2 * sm_class_batch[cls]);
+    pthread_barrier_wait(&budget_bar);     /* filled: main counts */
+    pthread_barrier_wait(&budget_bar);     /* counted: exit */
+    return NULL;
+}
+
+static void test_budget_shared_by_threads(void **state)
+{
+    (void)state;
+    size_t saved = sm_cache_budget;
+    sm_cache_budget = (size_t)4 << 20;
+    pthread_t t[BUDGET_THREADS];
+    assert_int_equal(pthread_barrier_init(&budget_bar, NULL, BUDGET_THREADS + 1), 0);
+    for (int i = 0; i < BUDGET_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, budget_worker, NULL), 0);
+    pthread_barrier_wait(&budget_bar);
+    pthread_barrier_wait(&budget_bar);
+    /* Without the budget each thread would hold about 1.2 MiB here: 75 MiB
+     * in all. */
+    size_t total = 0;
+    pthread_mutex_lock(&sm_mcache_lock);
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
+        total += sm_mcache_cached_bytes(c);
+    pthread_mutex_unlock(&sm_mcache_lock);
+    print_message("cached by %d threads: %zu bytes, budget %zu\n", BUDGET_THREADS + 1, total,
+                  sm_cache_budget);
+    assert_true(total <= sm_cache_budget);
+    pthread_barrier_wait(&budget_bar);
+    for (int i = 0; i < BUDGET_THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&budget_bar);
+    sm_cache_budget = saved;
+    /* Alone again, this thread's next slow path restores its full bounds. */
+    uint32_t cls = sm_size_to_class(1024);
+    void *v[200];
+    for (int i = 0; i < 200; i++)
+        v[i] = malloc(1024);
+    for (int i = 0; i < 200; i++)
+        free(v[i]);
+    assert_int_equal(sm_tls_mcache->c[cls].bound, 2 * sm_class_batch[cls]);
+    assert_int_equal(sm_tls_mcache->large.limit, SM_LARGECACHE_MAX_BYTES >> SM_PAGE_SHIFT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -141,6 +209,7 @@ int main(void)
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_flush),
         cmocka_unit_test(test_thread_exit_returns_cache),
+        cmocka_unit_test(test_budget_shared_by_threads),
         cmocka_unit_test(test_mmap_failure_is_enomem),
     };
     return cmocka_run_group_tests_name("mcache", tests, NULL, NULL);
