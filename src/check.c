@@ -1,12 +1,8 @@
 /*
- * check.c - checked mode (SPANMALLOC_CHECK=1), the free-list key, and the
- * object states that valgrind support shares with checked mode.
- *
- * Free-list hardening (always on).  Links are stored encoded with a key
- * drawn here at start (internal.h: sm_freelist_encode).  Its high 16 bits
- * are never all zero, so any plain address written over a link decodes to
- * a non-canonical value, which every pop and walk rejects before following
- * it; sm_freelist_corrupt reports it.
+ * check.c - checked mode (SPANMALLOC_CHECK=1), and the object states that
+ * valgrind support shares with checked mode.  The always-on free-list
+ * hardening is freelist.c's; when it finds a corrupted link in checked
+ * mode it asks sm_check_blame_link here which object overflowed.
  *
  * Routing.  In checked mode, and under valgrind's memcheck, sm_check_slow
  * is set before the first cache exists: caches keep bounds of 0 and empty
@@ -67,11 +63,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/auxv.h>
 
 #include "internal.h"
 
-SM_HIDDEN uintptr_t sm_freelist_key;
 SM_HIDDEN int sm_check_slow;
 
 #define SM_CANARY 0xFD
@@ -93,28 +87,8 @@ static uint64_t state_sys;   /* bytes from the OS layer (atomic) */
 
 /* ---- start ------------------------------------------------------------------- */
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 void sm_check_init(void)
 {
-    /* The kernel's 16 random bytes for this process, mixed with the clock
-     * and a stack address; no system call, no malloc. */
-    uint64_t r[2] = {0, 0};
-    const void *at = (const void *)getauxval(AT_RANDOM);
-    if (at != NULL)
-        memcpy(r, at, sizeof r);
-    uint64_t key = mix64(r[0] ^ mix64(r[1] ^ sm_nanotime() ^ (uintptr_t)&r));
-    if ((key >> SM_ADDR_BITS) == 0)
-        key |= (uint64_t)1 << 63;
-    sm_freelist_key = (uintptr_t)key;
-
     int flags = 0;
     if (sm_opts.check)
         flags |= SM_CHECK_ON | SM_CHECK_FILL;
@@ -183,35 +157,13 @@ static void __attribute__((noreturn)) blame(const char *fn, const struct sm_mspa
     sm_bad_pointer(fn, "write after free of", object_at(s, i));
 }
 
-void sm_freelist_corrupt(const char *fn, const void *obj, const void *link)
+void sm_check_blame_link(const char *fn, const void *obj)
 {
-    if (obj != NULL && (sm_check_slow & SM_CHECK_FILL)) {
-        /* In checked mode a free object's link is written only by us. */
-        struct sm_mspan *s = sm_pagemap_span((uintptr_t)obj);
-        if (s != NULL && s->state == SM_SPAN_SMALL && s->checkstate != NULL &&
-            sm_mspan_is_object(s, (uintptr_t)obj))
-            blame(fn, s, sm_mspan_objindex(s, (uintptr_t)obj));
-    }
-    char buf[96];
-    size_t n = 0;
-    if (obj != NULL) {
-        n += sm_fmt_hex(buf + n, (uintptr_t)obj);
-        memcpy(buf + n, " links to ", 10);
-        n += 10;
-    } else {
-        memcpy(buf + n, "bad link ", 9);
-        n += 9;
-    }
-    n += sm_fmt_hex(buf + n, (uintptr_t)link);
-    buf[n] = '\0';
-    char head[64];
-    size_t h = strlen(fn);
-    if (h > 32)
-        h = 32;
-    memcpy(head, fn, h);
-    memcpy(head + h, "(): free list corrupted: ", 26);
-    sm_warn(head, buf, NULL);
-    abort();
+    /* In checked mode a free object's link is written only by us. */
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)obj);
+    if (s != NULL && s->state == SM_SPAN_SMALL && s->checkstate != NULL &&
+        sm_mspan_is_object(s, (uintptr_t)obj))
+        blame(fn, s, sm_mspan_objindex(s, (uintptr_t)obj));
 }
 
 /* ---- small objects ------------------------------------------------------------------ */

@@ -87,9 +87,44 @@ struct sm_options {
     int stats_mode;
     uint64_t stats_interval_ns;
     bool check;
+    bool verbose;             /* print the options in effect at start */
 };
 SM_HIDDEN extern struct sm_options sm_opts;
 SM_HIDDEN void sm_options_init(void);
+/* The options table: one line per variable; the kind picks the parser and
+ * the printer (options.c). */
+enum sm_option_kind {
+    SM_OPT_BOOL,      /* bool: on/off, 1/0, true/false, yes/no */
+    SM_OPT_ENUM,      /* int: the index of one of names[] */
+    SM_OPT_PERCENT,   /* uint32_t: 0..10000, '%' optional */
+    SM_OPT_SIZE,      /* size_t: bytes, with a unit or not */
+    SM_OPT_LIMIT,     /* size_t: bytes above 0, or none (SIZE_MAX) */
+    SM_OPT_STRING,    /* char[size]: not empty */
+    SM_OPT_PATH,      /* char[size]: not empty, 64 bytes left for a suffix */
+    SM_OPT_DURATION,  /* uint64_t ns above 0 */
+    SM_OPT_SIGNAL,    /* int: a signal number */
+    SM_OPT_STATS,     /* "exit", "off" or an interval: stats_mode and stats_interval_ns */
+};
+struct sm_option {
+    const char *name;          /* the environment variable */
+    enum sm_option_kind kind;
+    const char *def;           /* the default, spelt as the variable takes it; "": unset */
+    void *value;               /* its field in sm_opts */
+    size_t size;               /* the field's size */
+    const char *const *names;  /* SM_OPT_ENUM: the values' names, NULL-terminated */
+    const char *help;          /* one line for the README's table */
+};
+SM_HIDDEN extern const struct sm_option sm_options[];
+SM_HIDDEN extern const size_t sm_noptions;
+/* Parse s into o's field; false (the field untouched) if s is bad. */
+SM_HIDDEN bool sm_option_parse(const struct sm_option *o, const char *s);
+/* o's value in effect, spelt as the variable would take it. */
+SM_HIDDEN size_t sm_option_print(const struct sm_option *o, char *buf, size_t cap);
+SM_HIDDEN void sm_options_set_defaults(void);
+/* One line per option on stderr: NAME=value (SPANMALLOC_VERBOSE). */
+SM_HIDDEN void sm_options_print(void);
+/* The README's environment table, in markdown, to fd. */
+SM_HIDDEN void sm_options_write_doc(int fd);
 /* Parsers, exposed for the unit test. */
 SM_HIDDEN bool sm_parse_size(const char *s, size_t *out);
 SM_HIDDEN bool sm_parse_duration(const char *s, uint64_t *ns);
@@ -239,12 +274,13 @@ struct sm_dead_stats {
 };
 SM_HIDDEN extern struct sm_dead_stats sm_dead;
 SM_HIDDEN extern struct sm_mcache *sm_mcache_all;
-SM_HIDDEN extern struct sm_fixalloc sm_mcache_alloc;
+/* The mcache structures themselves (Go's mheap_.cachealloc). */
+SM_HIDDEN extern struct sm_fixalloc sm_mcache_cachealloc;
 
-/* ---- largecache.c ----------------------------------------------------- */
+/* ---- large.c ---------------------------------------------------------- */
 /* The owner's operations on its bins are inline here: a cached large
  * malloc+free pair is a few dozen instructions, and a call each way would
- * be a sizeable part of it (largecache.c says how the bins work). */
+ * be a sizeable part of it (large.c says how the bins work). */
 
 /* Take the top span of bin n (nheld[n] != 0); NULL if another thread
  * gave it back meanwhile. */
@@ -328,8 +364,15 @@ SM_HIDDEN void sm_largecache_flush(struct sm_mcache *c);
  * Returns bytes given back.  Takes sm_mcache_lock. */
 SM_HIDDEN size_t sm_largecache_reclaim(uint32_t before_epoch);
 SM_HIDDEN void sm_largecache_reclaim_all(void);
+/* A large object of size bytes (align: 0, or a power of two); NULL with
+ * errno ENOMEM if there is no memory. */
+SM_HIDDEN void *sm_large_alloc(size_t size, size_t align);
+/* free(p) of a pointer on a page of kind SM_PAGE_LARGE, whose span is s. */
+SM_HIDDEN void sm_large_free(void *p, struct sm_mspan *s);
+/* realloc(p, size) for a large object p (size > 0). */
+SM_HIDDEN void *sm_large_realloc(void *p, size_t size);
 
-/* ---- malloc.c --------------------------------------------------------- */
+/* ---- init.c ----------------------------------------------------------- */
 SM_HIDDEN extern int sm_initialized;
 SM_HIDDEN void sm_init_slow(void);
 SM_INLINE void sm_init(void)
@@ -337,9 +380,9 @@ SM_INLINE void sm_init(void)
     if (sm_unlikely(!__atomic_load_n(&sm_initialized, __ATOMIC_ACQUIRE)))
         sm_init_slow();
 }
-SM_HIDDEN void *sm_large_alloc(size_t size, size_t align);
-/* free(p) of a pointer on a page of kind SM_PAGE_LARGE, whose span is s. */
-SM_HIDDEN void sm_large_free(void *p, struct sm_mspan *s);
+/* Smallest class >= cls whose size is a multiple of 2^k, for k = 5..13
+ * (alignments 32 .. 8 KiB); 0: none (use a large span). */
+SM_HIDDEN extern uint8_t sm_aligned_class[SM_PAGE_SHIFT + 1][SM_NUM_SIZE_CLASSES];
 
 /* ---- mstats.c --------------------------------------------------------- */
 SM_HIDDEN void sm_mstats_log_line(void);
@@ -349,6 +392,8 @@ SM_HIDDEN extern uint64_t sm_flush_gen;   /* sm_free_os_memory requests */
 SM_HIDDEN extern uint32_t sm_scav_epoch;  /* scavenger ticks so far */
 SM_HIDDEN void sm_release_central_empty(void);
 SM_HIDDEN size_t sm_scavenge_tick(uint64_t now);
+
+/* ---- worker.c --------------------------------------------------------- */
 SM_HIDDEN bool sm_worker_wanted(void);
 SM_HIDDEN void sm_worker_start_slow(void);
 SM_HIDDEN int sm_worker_running(void);
@@ -382,7 +427,7 @@ SM_HIDDEN void sm_mprof_fork_prepare(void);
 SM_HIDDEN void sm_mprof_fork_parent(void);
 SM_HIDDEN void sm_mprof_fork_child(void);
 
-/* ---- check.c ---------------------------------------------------------- */
+/* ---- freelist.c ------------------------------------------------------- */
 /* Free-list links.  Every free list (a thread cache's, a batch between
  * it and mcentral) links its objects through their first word, stored
  * encoded: the next object's address xor the address of the word itself
@@ -392,6 +437,7 @@ SM_HIDDEN void sm_mprof_fork_child(void);
  * never a canonical address, so the next pop catches it instead of handing
  * the address out.  The key is drawn once, before the first list is made. */
 SM_HIDDEN extern uintptr_t sm_freelist_key;
+SM_HIDDEN void sm_freelist_init(void);   /* draws the key; before the heap */
 SM_INLINE void *sm_freelist_encode(const void *slot, const void *next)
 {
     return (void *)((uintptr_t)next ^ (uintptr_t)slot ^ sm_freelist_key);
@@ -413,6 +459,8 @@ SM_INLINE bool sm_freelist_bad(const void *p)
 /* Report a corrupted link and abort: obj is the object whose first word
  * held it (NULL if no longer known), link what it decoded to. */
 SM_HIDDEN __attribute__((noreturn)) SM_COLD void sm_freelist_corrupt(const char *fn, const void *obj, const void *link);
+
+/* ---- check.c ---------------------------------------------------------- */
 
 /* Checked mode (SPANMALLOC_CHECK=1) and running under valgrind both send
  * every malloc and free to the slow path: thread caches keep no room
@@ -448,6 +496,10 @@ SM_HIDDEN uint64_t sm_check_sys(void);
 SM_HIDDEN void sm_check_fork_prepare(void);
 SM_HIDDEN void sm_check_fork_parent(void);
 SM_HIDDEN void sm_check_fork_child(void);
+/* Checked mode found obj's link corrupted: if obj is a free object whose
+ * neighbour overflowed into it, or was written after free, report that
+ * and abort; else return. */
+SM_HIDDEN SM_COLD void sm_check_blame_link(const char *fn, const void *obj);
 
 /* ---- valgrind.c: memcheck client requests (no-ops without the header) */
 SM_HIDDEN bool sm_valgrind_running(void);
@@ -539,12 +591,12 @@ SM_INLINE void *sm_alloc_class(uint32_t cls, size_t size)
     return sm_alloc_list(c, &c->c[cls], size);
 }
 
-/* malloc(size) for size <= SM_SMALL_SIZE_MAX: one load from the cache
+/* malloc(size) for size <= SM_SIZE_TABLE16_MAX: one load from the cache
  * gives the list. */
 SM_INLINE void *sm_alloc_small16(size_t size)
 {
     struct sm_mcache *c = sm_tls_mcache;
-    return sm_alloc_list(c, c->bysize[(size + SM_SMALL_SIZE_DIV - 1) / SM_SMALL_SIZE_DIV], size);
+    return sm_alloc_list(c, c->bysize[(size + SM_SIZE_TABLE16_DIV - 1) / SM_SIZE_TABLE16_DIV], size);
 }
 
 /* cc->room != 0.  On x86-64 the test is made on the field in memory

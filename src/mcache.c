@@ -36,7 +36,7 @@
  * caches, the cache fixalloc and sm_dead (counts of exited threads).
  *
  * A thread's cache goes back when the thread exits (a pthread key
- * destructor): its objects to mcentral, its large spans (largecache.c) to
+ * destructor): its objects to mcentral, its large spans (large.c) to
  * mheap, its counts to sm_dead.  Frees and
  * mallocs that come after that (later destructors, libc's own cleanup) go
  * straight to mcentral.
@@ -60,7 +60,7 @@ SM_HIDDEN uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
 SM_HIDDEN pthread_mutex_t sm_mcache_lock = PTHREAD_MUTEX_INITIALIZER;
 SM_HIDDEN struct sm_dead_stats sm_dead;
 SM_HIDDEN struct sm_mcache *sm_mcache_all;
-SM_HIDDEN struct sm_fixalloc sm_mcache_alloc;
+SM_HIDDEN struct sm_fixalloc sm_mcache_cachealloc;
 
 static pthread_key_t cache_key;
 static bool cache_key_ok;
@@ -79,7 +79,7 @@ void sm_mcache_init_classes(void)
     full_bytes = SM_LARGECACHE_MAX_BYTES;
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
         full_bytes += (uint64_t)2 * sm_class_batch[cls] * sm_class_to_size[cls];
-    sm_fixalloc_init(&sm_mcache_alloc, sizeof(struct sm_mcache));
+    sm_fixalloc_init(&sm_mcache_cachealloc, sizeof(struct sm_mcache));
     cache_key_ok = pthread_key_create(&cache_key, sm_mcache_thread_exit) == 0;
 }
 
@@ -141,7 +141,7 @@ static struct sm_mcache *cache_create(void)
         return NULL;
     sm_init();
     pthread_mutex_lock(&sm_mcache_lock);
-    struct sm_mcache *c = sm_fixalloc_alloc(&sm_mcache_alloc);
+    struct sm_mcache *c = sm_fixalloc_alloc(&sm_mcache_cachealloc);
     if (c != NULL) {
         c->all_next = sm_mcache_all;
         if (sm_mcache_all)
@@ -401,6 +401,6 @@ void sm_mcache_thread_exit(void *arg)
         c->all_next->all_prev = c->all_prev;
     __atomic_sub_fetch(&ncaches, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&sm_cache_budget_gen, 1, __ATOMIC_RELEASE);
-    sm_fixalloc_free(&sm_mcache_alloc, c);
+    sm_fixalloc_free(&sm_mcache_cachealloc, c);
     pthread_mutex_unlock(&sm_mcache_lock);
 }

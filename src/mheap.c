@@ -13,7 +13,7 @@
  *
  * A large span comes back either live (SM_SPAN_LARGE: counted as a free of
  * a large object) or from a thread's large cache (SM_SPAN_CACHED: its free
- * was counted when it went into the cache; largecache.c).
+ * was counted when it went into the cache; large.c).
  *
  * Page states (per page, in the arena's released bitmap) and the stats:
  *   pages_sys      = pages_inuse + pages_free          (always)

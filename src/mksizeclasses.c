@@ -46,7 +46,7 @@
  *     the walk at 8 with alignment 8 and so has 8- and 24-byte classes; here
  *     the walk starts at 16 with alignment 16, which folds 8 into 16 and 24
  *     into 32.  Go has 68 classes; this table has two fewer.
- *   - The final raise keeps a multiple of 16 up to SM_SMALL_SIZE_MAX (1024)
+ *   - The final raise keeps a multiple of 16 up to SM_SIZE_TABLE16_MAX (1024)
  *     instead of Go's multiple of 128, so classes below 1 KiB also get their
  *     free tail bytes: Go's 640, 704 and 768 become 672, 736 and 816, with
  *     the same 12, 11 and 10 objects per page.  Above 1024 it keeps a
@@ -376,19 +376,19 @@ static void print_tables(void)
 		print_elem(i, nclasses, 8, classes[i].divmagic);
 	printf("};\n\n");
 
-	printf("/* Class of sizes up to SM_SMALL_SIZE_MAX, indexed by "
+	printf("/* Class of sizes up to SM_SIZE_TABLE16_MAX, indexed by "
 	       "(size + 15) / 16. */\n");
-	printf("static const uint8_t sm_size_to_class16[SM_SMALL_SIZE_MAX / "
-	       "SM_SMALL_SIZE_DIV + 1] = {\n");
+	printf("static const uint8_t sm_size_to_class16[SM_SIZE_TABLE16_MAX / "
+	       "SM_SIZE_TABLE16_DIV + 1] = {\n");
 	for (unsigned i = 0; i < NUM_CLASS16; i++)
 		print_elem(i, NUM_CLASS16, 10, size_to_class16[i]);
 	printf("};\n\n");
 
-	printf("/* Class of sizes above SM_SMALL_SIZE_MAX, indexed by\n"
+	printf("/* Class of sizes above SM_SIZE_TABLE16_MAX, indexed by\n"
 	       " * (size - 1024 + 127) / 128. */\n");
 	printf("static const uint8_t sm_size_to_class128[(SM_MAX_SMALL_SIZE - "
-	       "SM_SMALL_SIZE_MAX) /\n"
-	       "                                        SM_LARGE_SIZE_DIV + 1] "
+	       "SM_SIZE_TABLE16_MAX) /\n"
+	       "                                        SM_SIZE_TABLE128_DIV + 1] "
 	       "= {\n");
 	for (unsigned i = 0; i < NUM_CLASS128; i++)
 		print_elem(i, NUM_CLASS128, 10, size_to_class128[i]);
@@ -424,9 +424,14 @@ static void print_header(void)
 	printf("#define SM_PAGE_SIZE (1u << SM_PAGE_SHIFT)\n");
 	printf("#define SM_MAX_SMALL_SIZE %u\n", MAX_SMALL_SIZE);
 	printf("#define SM_NUM_SIZE_CLASSES %u\n", nclasses);
-	printf("#define SM_SMALL_SIZE_DIV %u\n", SMALL_SIZE_DIV);
-	printf("#define SM_SMALL_SIZE_MAX %u\n", SMALL_SIZE_MAX);
-	printf("#define SM_LARGE_SIZE_DIV %u\n\n", LARGE_SIZE_DIV);
+	printf("/* The size-to-class tables: sm_size_to_class16 for sizes up to\n"
+	       " * SM_SIZE_TABLE16_MAX in steps of SM_SIZE_TABLE16_DIV, sm_size_to_class128\n"
+	       " * above it up to SM_MAX_SMALL_SIZE in steps of SM_SIZE_TABLE128_DIV (Go's\n"
+	       " * smallSizeMax, smallSizeDiv, largeSizeDiv).  SM_MAX_SMALL_SIZE is the\n"
+	       " * largest small object; above it objects are large (whole pages). */\n");
+	printf("#define SM_SIZE_TABLE16_DIV %u\n", SMALL_SIZE_DIV);
+	printf("#define SM_SIZE_TABLE16_MAX %u\n", SMALL_SIZE_MAX);
+	printf("#define SM_SIZE_TABLE128_DIV %u\n\n", LARGE_SIZE_DIV);
 
 	print_tables();
 
@@ -436,13 +441,13 @@ static void print_header(void)
 	       "object. */\n"
 	       "static inline uint32_t sm_size_to_class(size_t size)\n"
 	       "{\n"
-	       "\tif (size <= SM_SMALL_SIZE_MAX)\n"
-	       "\t\treturn sm_size_to_class16[(size + SM_SMALL_SIZE_DIV - 1) "
+	       "\tif (size <= SM_SIZE_TABLE16_MAX)\n"
+	       "\t\treturn sm_size_to_class16[(size + SM_SIZE_TABLE16_DIV - 1) "
 	       "/\n"
-	       "\t\t                          SM_SMALL_SIZE_DIV];\n"
-	       "\treturn sm_size_to_class128[(size - SM_SMALL_SIZE_MAX +\n"
-	       "\t                            SM_LARGE_SIZE_DIV - 1) /\n"
-	       "\t                           SM_LARGE_SIZE_DIV];\n"
+	       "\t\t                          SM_SIZE_TABLE16_DIV];\n"
+	       "\treturn sm_size_to_class128[(size - SM_SIZE_TABLE16_MAX +\n"
+	       "\t                            SM_SIZE_TABLE128_DIV - 1) /\n"
+	       "\t                           SM_SIZE_TABLE128_DIV];\n"
 	       "}\n\n"
 	       "#endif\n");
 }

@@ -99,8 +99,8 @@ void sm_read_memstats(struct sm_memstats *out)
         large_nmalloc += SM_COUNTER_READ(c->large.nmalloc);
         large_bytes_alloc += SM_COUNTER_READ(c->large.bytes_alloc);
     }
-    out->mcache_inuse = sm_mcache_alloc.inuse;
-    out->mcache_sys = sm_mcache_alloc.sys;
+    out->mcache_inuse = sm_mcache_cachealloc.inuse;
+    out->mcache_sys = sm_mcache_cachealloc.sys;
     pthread_mutex_unlock(&sm_mcache_lock);
 
     large_nfree += st.large_nfree;

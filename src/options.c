@@ -1,38 +1,40 @@
 /*
- * options.c - every SPANMALLOC_* environment variable, read once at start.
+ * options.c - every SPANMALLOC_* environment variable, in one table, read
+ * once at start.
  *
- * The table below is the single list: name, default, parser.  Values are
- * read from environ directly (getenv is fine too, but nothing here may call
- * malloc: this runs inside the first malloc).  A bad value gives one warning
- * line on stderr and keeps the default; nothing here can abort.
+ * The table (options[], like mimalloc's options.c) is the single list: each
+ * line names a variable, its kind, its default as the variable would spell
+ * it, the field of sm_opts it sets, and a line of help.  The kind chooses
+ * the parser and the printer (kinds[]), so every boolean accepts the same
+ * words and adding an option is one line here and one field in struct
+ * sm_options.  From the same table come:
+ *   - the defaults: sm_options_init parses each default first, with the
+ *     same parser (a unit test checks that every default parses);
+ *   - SPANMALLOC_VERBOSE=1: every value in effect, one line each on stderr
+ *     (sm_options_print, called by init.c once checked mode has had its
+ *     say);
+ *   - the README's environment table (sm_options_write_doc, printed by
+ *     doc/mkoptionsdoc.c; a unit test compares the README with it).
+ *
+ * Values are read from environ directly: this runs inside the first
+ * malloc, so nothing here may call malloc (getenv would not, but the
+ * printers must not either: they format into buffers on the stack).  A bad
+ * value gives one warning line on stderr and keeps the default, and so does
+ * each SPANMALLOC_* name that is not in the table; nothing here can abort.
  */
 #include <limits.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "spanmalloc.h"
 
 extern char **environ;
 
-SM_HIDDEN struct sm_options sm_opts = {
-    .release = SM_RELEASE_DONTNEED,
-    .scavenge = true,
-    .retain_percent = 10,
-    .memlimit = SIZE_MAX,
-    .profile_rate = 512 * 1024,
-};
+SM_HIDDEN struct sm_options sm_opts;
 
-static const char *env_get(const char *name)
-{
-    size_t n = strlen(name);
-    if (environ == NULL)
-        return NULL;
-    for (char **e = environ; *e; e++)
-        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
-            return *e + n + 1;
-    return NULL;
-}
+/* ---- parsers shared with other files ------------------------------------ */
 
 static bool parse_u64(const char **sp, uint64_t *out)
 {
@@ -98,107 +100,408 @@ bool sm_parse_duration(const char *s, uint64_t *ns)
     return true;
 }
 
-static void bad_value(const char *name, const char *value)
+/* ---- the kinds: one parser and one printer each --------------------------- */
+
+/* A parser stores the value and returns true, or returns false and leaves
+ * the field alone.  A printer writes the value in effect, spelt as the
+ * variable would take it, and returns its length. */
+struct kind {
+    bool (*parse)(const struct sm_option *o, const char *s);
+    size_t (*print)(const struct sm_option *o, char *buf, size_t cap);
+    const char *values;   /* what it accepts, for the docs */
+};
+
+static size_t put(char *buf, size_t cap, const char *s)
 {
-    sm_warn(name, ": ignoring bad value ", value);
+    size_t n = strlen(s);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return n;
 }
 
-static int parse_signal(const char *s)
+static size_t put_u64(char *buf, size_t cap, uint64_t v)
 {
-    static const struct { const char *name; int sig; } sigs[] = {
-        {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"HUP", SIGHUP}, {"PROF", SIGPROF},
-        {"URG", SIGURG}, {"WINCH", SIGWINCH}, {"TTIN", SIGTTIN}, {"TTOU", SIGTTOU},
+    char tmp[24];
+    tmp[sm_fmt_u64(tmp, v)] = '\0';
+    return put(buf, cap, tmp);
+}
+
+static bool streq_nocase(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
+        if (x != *b)
+            return false;
+    }
+    return *a == *b;
+}
+
+/* bool: on/off, 1/0, true/false, yes/no, in any case, for every boolean. */
+static bool parse_bool(const struct sm_option *o, const char *s)
+{
+    static const char *const yes[] = {"on", "1", "true", "yes"};
+    static const char *const no[] = {"off", "0", "false", "no"};
+    for (size_t i = 0; i < 4; i++) {
+        if (streq_nocase(s, yes[i])) {
+            *(bool *)o->value = true;
+            return true;
+        }
+        if (streq_nocase(s, no[i])) {
+            *(bool *)o->value = false;
+            return true;
+        }
+    }
+    return false;
+}
+static size_t print_bool(const struct sm_option *o, char *buf, size_t cap)
+{
+    return put(buf, cap, *(const bool *)o->value ? "on" : "off");
+}
+
+/* enum: one of o->names, stored as its index (an int field). */
+static bool parse_enum(const struct sm_option *o, const char *s)
+{
+    for (int i = 0; o->names[i] != NULL; i++)
+        if (strcmp(s, o->names[i]) == 0) {
+            *(int *)o->value = i;
+            return true;
+        }
+    return false;
+}
+static size_t print_enum(const struct sm_option *o, char *buf, size_t cap)
+{
+    return put(buf, cap, o->names[*(const int *)o->value]);
+}
+
+/* percent: 0 to 10000, with or without '%' (a uint32_t field). */
+static bool parse_percent(const struct sm_option *o, const char *s)
+{
+    uint64_t n;
+    if (!parse_u64(&s, &n) || !(*s == '\0' || strcmp(s, "%") == 0) || n > 10000)
+        return false;
+    *(uint32_t *)o->value = (uint32_t)n;
+    return true;
+}
+static size_t print_percent(const struct sm_option *o, char *buf, size_t cap)
+{
+    return put_u64(buf, cap, *(const uint32_t *)o->value);
+}
+
+/* size: bytes, with a unit or without (a size_t field). */
+static bool parse_bytes(const struct sm_option *o, const char *s)
+{
+    return sm_parse_size(s, (size_t *)o->value);
+}
+static size_t print_bytes(const struct sm_option *o, char *buf, size_t cap)
+{
+    return put_u64(buf, cap, *(const size_t *)o->value);
+}
+
+/* limit: a size above 0, or "none"/"off" for no limit (SIZE_MAX). */
+static bool parse_limit(const struct sm_option *o, const char *s)
+{
+    size_t n;
+    if (strcmp(s, "off") == 0 || strcmp(s, "none") == 0)
+        n = SIZE_MAX;
+    else if (!sm_parse_size(s, &n) || n == 0)
+        return false;
+    *(size_t *)o->value = n;
+    return true;
+}
+static size_t print_limit(const struct sm_option *o, char *buf, size_t cap)
+{
+    size_t n = *(const size_t *)o->value;
+    return n == SIZE_MAX ? put(buf, cap, "none") : put_u64(buf, cap, n);
+}
+
+/* string: not empty, and it fits o->size bytes (a char array field).  A
+ * path keeps 64 bytes more for what is appended to it (.pid.seq.pb.gz). */
+static bool parse_string_room(const struct sm_option *o, const char *s, size_t room)
+{
+    if (*s == '\0' || strlen(s) + room >= o->size)
+        return false;
+    strcpy((char *)o->value, s);
+    return true;
+}
+static bool parse_string(const struct sm_option *o, const char *s)
+{
+    return parse_string_room(o, s, 0);
+}
+static bool parse_path(const struct sm_option *o, const char *s)
+{
+    return parse_string_room(o, s, 64);
+}
+static size_t print_string(const struct sm_option *o, char *buf, size_t cap)
+{
+    const char *s = (const char *)o->value;
+    return put(buf, cap, *s ? s : "unset");
+}
+
+/* duration: an interval above 0 (a uint64_t field in ns; 0: unset). */
+static size_t put_duration(char *buf, size_t cap, uint64_t ns)
+{
+    static const struct { const char *unit; uint64_t ns; } units[] = {
+        {"h", 3600ull * 1000000000ull}, {"m", 60ull * 1000000000ull},
+        {"s", 1000000000ull}, {"ms", 1000000ull},
     };
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (ns % units[i].ns == 0) {
+            size_t n = put_u64(buf, cap, ns / units[i].ns);
+            return n + put(buf + n, cap - n, units[i].unit);
+        }
+    return put_u64(buf, cap, ns);   /* not reachable: parsed ns are whole ms */
+}
+static bool parse_duration(const struct sm_option *o, const char *s)
+{
+    return sm_parse_duration(s, (uint64_t *)o->value);
+}
+static size_t print_duration(const struct sm_option *o, char *buf, size_t cap)
+{
+    uint64_t ns = *(const uint64_t *)o->value;
+    return ns ? put_duration(buf, cap, ns) : put(buf, cap, "unset");
+}
+
+/* signal: a signal that means nothing to the process unless it says so,
+ * by name (with or without SIG) or number (an int field; 0: none).  The
+ * profiler's handler replaces the signal's default action, so only signals
+ * a program or a user sends on purpose are taken: USR1, USR2 and HUP (the
+ * signals daemons take for "reload" or "dump"), URG and WINCH (ignored by
+ * default), and the real-time signals.  Every other is refused: those
+ * that end the process or dump core by design (TERM, INT, QUIT, ABRT,
+ * SEGV, BUS, FPE, ILL, KILL, ...), those that stop it (STOP, TSTP, TTIN,
+ * TTOU), CHLD, PIPE, ALRM and PROF, which the program or its libraries use
+ * (timers, CPU profilers), and glibc's two internal ones. */
+static const struct { const char *name; int sig; } signals[] = {
+    {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"HUP", SIGHUP},
+    {"URG", SIGURG}, {"WINCH", SIGWINCH},
+};
+static bool parse_signal(const struct sm_option *o, const char *s)
+{
     if (strncmp(s, "SIG", 3) == 0)
         s += 3;
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        if (strcmp(s, sigs[i].name) == 0)
-            return sigs[i].sig;
-    const char *p = s;
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        if (strcmp(s, signals[i].name) == 0) {
+            *(int *)o->value = signals[i].sig;
+            return true;
+        }
     uint64_t v;
-    if (parse_u64(&p, &v) && *p == '\0' && v > 0 && v < 65)
-        return (int)v;
-    return 0;
+    if (!parse_u64(&s, &v) || *s != '\0' || v == 0 || v > 64)
+        return false;
+    bool ok = (int)v >= SIGRTMIN && (int)v <= SIGRTMAX;
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        ok |= (int)v == signals[i].sig;
+    if (!ok)
+        return false;
+    *(int *)o->value = (int)v;
+    return true;
+}
+static size_t print_signal(const struct sm_option *o, char *buf, size_t cap)
+{
+    int sig = *(const int *)o->value;
+    if (sig == 0)
+        return put(buf, cap, "unset");
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        if (signals[i].sig == sig)
+            return put(buf, cap, signals[i].name);
+    return put_u64(buf, cap, (uint64_t)sig);
+}
+
+/* stats: "exit", "off" (or empty), or an interval: sets stats_mode and
+ * stats_interval_ns together. */
+static bool parse_stats(const struct sm_option *o, const char *s)
+{
+    (void)o;
+    uint64_t ns;
+    if (strcmp(s, "exit") == 0)
+        sm_opts.stats_mode = SM_STATS_EXIT;
+    else if (strcmp(s, "off") == 0 || *s == '\0')
+        sm_opts.stats_mode = SM_STATS_OFF;
+    else if (sm_parse_duration(s, &ns)) {
+        sm_opts.stats_mode = SM_STATS_INTERVAL;
+        sm_opts.stats_interval_ns = ns;
+    } else
+        return false;
+    return true;
+}
+static size_t print_stats(const struct sm_option *o, char *buf, size_t cap)
+{
+    (void)o;
+    if (sm_opts.stats_mode == SM_STATS_EXIT)
+        return put(buf, cap, "exit");
+    if (sm_opts.stats_mode == SM_STATS_INTERVAL)
+        return put_duration(buf, cap, sm_opts.stats_interval_ns);
+    return put(buf, cap, "off");
+}
+
+static const struct kind kinds[] = {
+    [SM_OPT_BOOL] = {parse_bool, print_bool, "`on`, `off` (or `1`/`0`, `true`/`false`, `yes`/`no`)"},
+    [SM_OPT_ENUM] = {parse_enum, print_enum, NULL},   /* its names */
+    [SM_OPT_PERCENT] = {parse_percent, print_percent, "percent"},
+    [SM_OPT_SIZE] = {parse_bytes, print_bytes, "bytes, with `KiB MiB GiB`"},
+    [SM_OPT_LIMIT] = {parse_limit, print_limit, "bytes, with `KiB MiB GiB`; `none`"},
+    [SM_OPT_STRING] = {parse_string, print_string, "text"},
+    [SM_OPT_PATH] = {parse_path, print_string, "path prefix"},
+    [SM_OPT_DURATION] = {parse_duration, print_duration, "interval, like `60s`, `500ms`, `2m`"},
+    [SM_OPT_SIGNAL] = {parse_signal, print_signal, "`USR1`, `USR2`, `HUP`, `URG`, `WINCH`, or a real-time signal's number"},
+    [SM_OPT_STATS] = {parse_stats, print_stats, "`exit`, or an interval like `10s`"},
+};
+
+/* ---- the table --------------------------------------------------------------- */
+
+#define OPT(name, kind, def, field, help) \
+    {"SPANMALLOC_" name, SM_OPT_##kind, def, &sm_opts.field, sizeof sm_opts.field, NULL, help}
+#define OPT_ENUM(name, def, field, help, ...) \
+    {"SPANMALLOC_" name, SM_OPT_ENUM, def, &sm_opts.field, sizeof sm_opts.field, \
+     (const char *const[]){__VA_ARGS__, NULL}, help}
+
+SM_HIDDEN const struct sm_option sm_options[] = {
+    OPT_ENUM("RELEASE", "dontneed", release,
+             "how idle pages go back to the OS (`MADV_DONTNEED`: RSS drops at once; `MADV_FREE`: when the kernel needs the memory)",
+             "dontneed", "free", "off"),   /* in enum sm_release's order */
+    OPT("SCAVENGE", BOOL, "on", scavenge, "background return of idle pages"),
+    OPT("RETAIN", PERCENT, "10", retain_percent,
+        "idle resident memory the scavenger keeps, over the heap in use; pages idle 5 s go back anyway"),
+    OPT("MEMLIMIT", LIMIT, "none", memlimit,
+        "soft limit like `GOMEMLIMIT`: idle pages are released before the heap grows past it"),
+    OPT("STATS", STATS, "off", stats_mode,
+        "print the stats at exit, or one log line per interval on stderr"),
+    OPT("PROFILE_RATE", SIZE, "524288", profile_rate, "mean bytes between heap profile samples (`0` off)"),
+    OPT("PROFILE", PATH, "", profile_prefix, "write a heap profile at exit"),
+    OPT("PROFILE_SIGNAL", SIGNAL, "", profile_signal, "write a heap profile each time the signal arrives"),
+    OPT("PROFILE_INTERVAL", DURATION, "", profile_interval_ns, "write a heap profile every interval"),
+    OPT("CHECK", BOOL, "off", check,
+        "checked mode: double frees, interior and foreign pointers, writes past the requested size and writes after free are reported and abort; about 3 times slower ([doc/checking.md](doc/checking.md))"),
+    OPT("VERBOSE", BOOL, "off", verbose, "print every value in effect on stderr at start"),
+};
+SM_HIDDEN const size_t sm_noptions = sizeof sm_options / sizeof sm_options[0];
+
+/* ---- reading ------------------------------------------------------------------ */
+
+static const char *env_get(const char *name)
+{
+    size_t n = strlen(name);
+    if (environ == NULL)
+        return NULL;
+    for (char **e = environ; *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            return *e + n + 1;
+    return NULL;
+}
+
+bool sm_option_parse(const struct sm_option *o, const char *s)
+{
+    return kinds[o->kind].parse(o, s);
+}
+
+size_t sm_option_print(const struct sm_option *o, char *buf, size_t cap)
+{
+    return kinds[o->kind].print(o, buf, cap);
+}
+
+void sm_options_set_defaults(void)
+{
+    memset(&sm_opts, 0, sizeof sm_opts);
+    for (size_t i = 0; i < sm_noptions; i++)
+        if (*sm_options[i].def)   /* "": unset, the field stays zero */
+            sm_option_parse(&sm_options[i], sm_options[i].def);
+}
+
+/* A SPANMALLOC_* name that is no option: a misspelt one (SPANMALLOC_RELAESE)
+ * would otherwise leave its default in effect without a word.
+ * SPANMALLOC_LIB is no option but the library's own path, which scripts
+ * (the test suite's among them) pass on to the programs they preload it
+ * into, so it is not warned about. */
+static bool known_name(const char *entry, size_t n)
+{
+    for (size_t i = 0; i < sm_noptions; i++)
+        if (strncmp(sm_options[i].name, entry, n) == 0 && sm_options[i].name[n] == '\0')
+            return true;
+    return n == sizeof "SPANMALLOC_LIB" - 1 && strncmp(entry, "SPANMALLOC_LIB", n) == 0;
+}
+
+static void warn_unknown(void)
+{
+    if (environ == NULL)
+        return;
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "SPANMALLOC_", 11) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        if (known_name(*e, n))
+            continue;
+        char name[128];
+        if (n >= sizeof name)
+            n = sizeof name - 1;
+        memcpy(name, *e, n);
+        name[n] = '\0';
+        sm_warn(name, ": unknown variable, ignored", NULL);
+    }
 }
 
 void sm_options_init(void)
 {
-    const char *v;
-    if ((v = env_get("SPANMALLOC_RELEASE")) != NULL) {
-        if (strcmp(v, "dontneed") == 0)
-            sm_opts.release = SM_RELEASE_DONTNEED;
-        else if (strcmp(v, "free") == 0)
-            sm_opts.release = SM_RELEASE_FREE;
-        else if (strcmp(v, "off") == 0)
-            sm_opts.release = SM_RELEASE_NONE;
-        else
-            bad_value("SPANMALLOC_RELEASE", v);
+    sm_options_set_defaults();
+    for (size_t i = 0; i < sm_noptions; i++) {
+        const struct sm_option *o = &sm_options[i];
+        const char *v = env_get(o->name);
+        if (v != NULL && !sm_option_parse(o, v))
+            sm_warn(o->name, ": ignoring bad value ", v);
     }
-    if ((v = env_get("SPANMALLOC_SCAVENGE")) != NULL) {
-        if (strcmp(v, "on") == 0 || strcmp(v, "1") == 0)
-            sm_opts.scavenge = true;
-        else if (strcmp(v, "off") == 0 || strcmp(v, "0") == 0)
-            sm_opts.scavenge = false;
-        else
-            bad_value("SPANMALLOC_SCAVENGE", v);
+    warn_unknown();
+}
+
+/* ---- printing ----------------------------------------------------------------- */
+
+void sm_options_print(void)
+{
+    for (size_t i = 0; i < sm_noptions; i++) {
+        char val[600];
+        sm_option_print(&sm_options[i], val, sizeof val);
+        sm_warn(sm_options[i].name, "=", val);
     }
-    if ((v = env_get("SPANMALLOC_RETAIN")) != NULL) {
-        const char *p = v;
-        uint64_t n;
-        if (parse_u64(&p, &n) && (*p == '\0' || strcmp(p, "%") == 0) && n <= 10000)
-            sm_opts.retain_percent = (uint32_t)n;
-        else
-            bad_value("SPANMALLOC_RETAIN", v);
+}
+
+static void out(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
     }
-    if ((v = env_get("SPANMALLOC_MEMLIMIT")) != NULL) {
-        size_t n;
-        if (strcmp(v, "off") == 0 || strcmp(v, "none") == 0)
-            sm_opts.memlimit = SIZE_MAX;
-        else if (sm_parse_size(v, &n) && n > 0)
-            sm_opts.memlimit = n;
+}
+
+void sm_options_write_doc(int fd)
+{
+    out(fd, "| variable | values | default | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < sm_noptions; i++) {
+        const struct sm_option *o = &sm_options[i];
+        out(fd, "| `");
+        out(fd, o->name);
+        out(fd, "` | ");
+        if (o->names != NULL)
+            for (size_t k = 0; o->names[k] != NULL; k++) {
+                out(fd, k ? ", `" : "`");
+                out(fd, o->names[k]);
+                out(fd, "`");
+            }
         else
-            bad_value("SPANMALLOC_MEMLIMIT", v);
-    }
-    if ((v = env_get("SPANMALLOC_PROFILE_RATE")) != NULL) {
-        size_t n;
-        if (sm_parse_size(v, &n))
-            sm_opts.profile_rate = n;
-        else
-            bad_value("SPANMALLOC_PROFILE_RATE", v);
-    }
-    if ((v = env_get("SPANMALLOC_PROFILE")) != NULL) {
-        if (*v != '\0' && strlen(v) < sizeof sm_opts.profile_prefix - 64)
-            strcpy(sm_opts.profile_prefix, v);
-        else
-            bad_value("SPANMALLOC_PROFILE", v);
-    }
-    if ((v = env_get("SPANMALLOC_PROFILE_SIGNAL")) != NULL) {
-        int sig = parse_signal(v);
-        if (sig)
-            sm_opts.profile_signal = sig;
-        else
-            bad_value("SPANMALLOC_PROFILE_SIGNAL", v);
-    }
-    if ((v = env_get("SPANMALLOC_PROFILE_INTERVAL")) != NULL) {
-        if (!sm_parse_duration(v, &sm_opts.profile_interval_ns))
-            bad_value("SPANMALLOC_PROFILE_INTERVAL", v);
-    }
-    if ((v = env_get("SPANMALLOC_STATS")) != NULL) {
-        if (strcmp(v, "exit") == 0)
-            sm_opts.stats_mode = SM_STATS_EXIT;
-        else if (strcmp(v, "off") == 0 || *v == '\0')
-            sm_opts.stats_mode = SM_STATS_OFF;
-        else if (sm_parse_duration(v, &sm_opts.stats_interval_ns))
-            sm_opts.stats_mode = SM_STATS_INTERVAL;
-        else
-            bad_value("SPANMALLOC_STATS", v);
-    }
-    if ((v = env_get("SPANMALLOC_CHECK")) != NULL) {
-        if (strcmp(v, "1") == 0)
-            sm_opts.check = true;
-        else if (strcmp(v, "0") == 0)
-            sm_opts.check = false;
-        else
-            bad_value("SPANMALLOC_CHECK", v);
+            out(fd, kinds[o->kind].values);
+        out(fd, " | ");
+        if (*o->def) {
+            out(fd, "`");
+            out(fd, o->def);
+            out(fd, "`");
+        } else {
+            out(fd, "unset");
+        }
+        out(fd, " | ");
+        out(fd, o->help);
+        out(fd, " |\n");
     }
 }

@@ -87,9 +87,14 @@
 #define SM_PAGE_SIZE (1u << SM_PAGE_SHIFT)
 #define SM_MAX_SMALL_SIZE 32768
 #define SM_NUM_SIZE_CLASSES 68
-#define SM_SMALL_SIZE_DIV 16
-#define SM_SMALL_SIZE_MAX 1024
-#define SM_LARGE_SIZE_DIV 128
+/* The size-to-class tables: sm_size_to_class16 for sizes up to
+ * SM_SIZE_TABLE16_MAX in steps of SM_SIZE_TABLE16_DIV, sm_size_to_class128
+ * above it up to SM_MAX_SMALL_SIZE in steps of SM_SIZE_TABLE128_DIV (Go's
+ * smallSizeMax, smallSizeDiv, largeSizeDiv).  SM_MAX_SMALL_SIZE is the
+ * largest small object; above it objects are large (whole pages). */
+#define SM_SIZE_TABLE16_DIV 16
+#define SM_SIZE_TABLE16_MAX 1024
+#define SM_SIZE_TABLE128_DIV 128
 
 /* Bytes per object. */
 static const uint32_t sm_class_to_size[SM_NUM_SIZE_CLASSES] = {
@@ -138,8 +143,8 @@ static const uint32_t sm_class_to_divmagic[SM_NUM_SIZE_CLASSES] = {
 	174763, 157533, 149797, 131072,
 };
 
-/* Class of sizes up to SM_SMALL_SIZE_MAX, indexed by (size + 15) / 16. */
-static const uint8_t sm_size_to_class16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1] = {
+/* Class of sizes up to SM_SIZE_TABLE16_MAX, indexed by (size + 15) / 16. */
+static const uint8_t sm_size_to_class16[SM_SIZE_TABLE16_MAX / SM_SIZE_TABLE16_DIV + 1] = {
 	1, 1, 2, 3, 4, 5, 6, 7, 8, 9,
 	10, 11, 12, 13, 14, 15, 16, 17, 17, 18,
 	18, 19, 19, 20, 20, 21, 21, 22, 22, 23,
@@ -149,10 +154,10 @@ static const uint8_t sm_size_to_class16[SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 
 	30, 30, 30, 30, 30,
 };
 
-/* Class of sizes above SM_SMALL_SIZE_MAX, indexed by
+/* Class of sizes above SM_SIZE_TABLE16_MAX, indexed by
  * (size - 1024 + 127) / 128. */
-static const uint8_t sm_size_to_class128[(SM_MAX_SMALL_SIZE - SM_SMALL_SIZE_MAX) /
-                                        SM_LARGE_SIZE_DIV + 1] = {
+static const uint8_t sm_size_to_class128[(SM_MAX_SMALL_SIZE - SM_SIZE_TABLE16_MAX) /
+                                        SM_SIZE_TABLE128_DIV + 1] = {
 	30, 31, 32, 33, 34, 35, 35, 36, 36, 37,
 	37, 38, 38, 38, 39, 39, 39, 40, 41, 41,
 	42, 42, 42, 42, 42, 43, 44, 44, 45, 45,
@@ -184,12 +189,12 @@ static const uint8_t sm_size_to_class128[(SM_MAX_SMALL_SIZE - SM_SMALL_SIZE_MAX)
  * Size 0 gets class 1: malloc(0) returns a unique minimal object. */
 static inline uint32_t sm_size_to_class(size_t size)
 {
-	if (size <= SM_SMALL_SIZE_MAX)
-		return sm_size_to_class16[(size + SM_SMALL_SIZE_DIV - 1) /
-		                          SM_SMALL_SIZE_DIV];
-	return sm_size_to_class128[(size - SM_SMALL_SIZE_MAX +
-	                            SM_LARGE_SIZE_DIV - 1) /
-	                           SM_LARGE_SIZE_DIV];
+	if (size <= SM_SIZE_TABLE16_MAX)
+		return sm_size_to_class16[(size + SM_SIZE_TABLE16_DIV - 1) /
+		                          SM_SIZE_TABLE16_DIV];
+	return sm_size_to_class128[(size - SM_SIZE_TABLE16_MAX +
+	                            SM_SIZE_TABLE128_DIV - 1) /
+	                           SM_SIZE_TABLE128_DIV];
 }
 
 #endif

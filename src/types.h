@@ -66,7 +66,7 @@ enum sm_span_state {
     SM_SPAN_SMALL,          /* objects of one size class */
     SM_SPAN_LARGE,          /* one large object */
     SM_SPAN_CACHED,         /* a freed large object's span, kept by a
-                               thread's large cache (largecache.c) */
+                               thread's large cache (large.c) */
 };
 
 enum sm_span_list { SM_LIST_NONE = 0, SM_LIST_PARTIAL, SM_LIST_FULL };
@@ -185,7 +185,7 @@ struct sm_cacheclass {
     uint64_t nfree;            /* stats: objects given back to it */
 };
 
-/* Recently freed large spans of one thread (largecache.c): a bin per page
+/* Recently freed large spans of one thread (large.c): a bin per page
  * count, indexed by it, each a small stack of slots. */
 #define SM_LARGECACHE_MIN_PAGES ((SM_MAX_SMALL_SIZE >> SM_PAGE_SHIFT) + 1)
 #define SM_LARGECACHE_MAX_PAGES 128            /* spans up to 1 MiB */
@@ -229,11 +229,11 @@ struct sm_largecache {
 #define SM_CACHE_KINDS 256
 _Static_assert(sizeof(struct sm_cacheclass) == (1u << SM_CACHECLASS_SHIFT),
                "the fast paths index the lists by shifting");
-#define SM_CACHE_BYSIZE (SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1)
+#define SM_CACHE_BYSIZE (SM_SIZE_TABLE16_MAX / SM_SIZE_TABLE16_DIV + 1)
 
 struct sm_mcache {
     struct sm_cacheclass c[SM_CACHE_KINDS];
-    /* The list for a request of n <= SM_SMALL_SIZE_MAX bytes, indexed by
+    /* The list for a request of n <= SM_SIZE_TABLE16_MAX bytes, indexed by
      * (n + 15) / 16 (mimalloc's pages_free_direct): one load from the
      * cache, no table of our own to address.  In the empty cache every
      * entry is &c[0]. */

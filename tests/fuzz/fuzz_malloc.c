@@ -61,7 +61,7 @@
 
 #include "sizeclasses.h"
 #include "spanmalloc.h"
-#include "../pattern.h"
+#include "../common/pattern.h"
 
 #ifndef SM_TEST_PREFIX
 #error "build with -include tests/sanitize/sm_prefix.h: the target calls the renamed entry points"

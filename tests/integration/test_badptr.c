@@ -42,7 +42,7 @@
 #include <cmocka.h>
 
 #include "spanmalloc.h"
-#include "child.h"
+#include "../common/child.h"
 
 static void require_spanmalloc(void)
 {

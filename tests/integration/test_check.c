@@ -42,7 +42,7 @@
 #include <cmocka.h>
 
 #include "spanmalloc.h"
-#include "child.h"
+#include "../common/child.h"
 
 #define CLASS_A 13000
 #define CLASS_A_SLOT 13568
@@ -542,9 +542,16 @@ static void test_option_values(void **state)
     run_usable("0", &usable, &o);
     assert_int_equal(usable, 16);
     assert_int_equal(o.errlen, 0);
+    /* Every boolean takes the same words (options.c). */
     run_usable("yes", &usable, &o);
+    assert_int_equal(usable, 10);
+    assert_int_equal(o.errlen, 0);
+    run_usable("off", &usable, &o);
     assert_int_equal(usable, 16);
-    if (strcmp(o.err, "spanmalloc: SPANMALLOC_CHECK: ignoring bad value yes\n") != 0)
+    assert_int_equal(o.errlen, 0);
+    run_usable("maybe", &usable, &o);
+    assert_int_equal(usable, 16);
+    if (strcmp(o.err, "spanmalloc: SPANMALLOC_CHECK: ignoring bad value maybe\n") != 0)
         fail_msg("expected one warning line, got \"%s\"", o.err);
 }
 

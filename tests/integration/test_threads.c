@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include "proc.h"
+#include "../common/pattern.h"
 
 static void require_spanmalloc(void)
 {
@@ -57,39 +58,9 @@ static uint64_t make_key(const void *p, size_t size, uint64_t tag)
     return ((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15u ^ size * 0xff51afd7ed558ccdu ^ tag;
 }
 
-/* Byte i is byte i % 8 of word i / 8 of a sequence that depends only on
- * the key, so a prefix keeps its pattern when the object is resized. */
-static uint64_t pattern_word(uint64_t key, size_t i)
-{
-    return key + i * 0xc2b2ae3d27d4eb4fu;
-}
-
-static void pattern_fill(void *p, size_t size, uint64_t key)
-{
-    uint8_t *c = p;
-    size_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        uint64_t w = pattern_word(key, i);
-        memcpy(c + i, &w, 8);
-    }
-    if (i < size) {
-        uint64_t w = pattern_word(key, i);
-        memcpy(c + i, &w, size - i);
-    }
-}
-
 static int pattern_ok(const void *p, size_t size, uint64_t key)
 {
-    const uint8_t *c = p;
-    size_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        uint64_t w;
-        memcpy(&w, c + i, 8);
-        if (w != pattern_word(key, i))
-            return 0;
-    }
-    uint64_t w = pattern_word(key, i);
-    return i == size || memcmp(c + i, &w, size - i) == 0;
+    return pattern_mismatch(p, size, key) == SIZE_MAX;
 }
 
 /* Mostly small, now and then up to 64 KiB. */

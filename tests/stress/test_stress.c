@@ -53,6 +53,7 @@
 #include <cmocka.h>
 
 #include "spanmalloc.h"
+#include "../common/pattern.h"
 
 enum {
     DEFAULT_THREADS = 8,
@@ -77,46 +78,7 @@ static uint64_t make_key(const void *p, size_t size, uint64_t tag)
     return k ^ (k >> 29);
 }
 
-/* Byte i of an object is byte i % 8 of word i / 8 of a sequence that
- * depends only on the key, so a prefix of an object matches the pattern of
- * the same key at the shorter length (what realloc must keep). */
-static uint64_t pattern_word(uint64_t key, size_t i)
-{
-    return key + i * 0xc2b2ae3d27d4eb4fu;
-}
-
-static void pattern_fill(void *p, size_t size, uint64_t key)
-{
-    uint8_t *c = p;
-    size_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        uint64_t w = pattern_word(key, i);
-        memcpy(c + i, &w, 8);
-    }
-    if (i < size) {
-        uint64_t w = pattern_word(key, i);
-        memcpy(c + i, &w, size - i);
-    }
-}
-
-/* The first offset that does not match, or SIZE_MAX. */
-static size_t pattern_mismatch(const void *p, size_t size, uint64_t key)
-{
-    const uint8_t *c = p;
-    size_t i = 0;
-    for (; i + 8 <= size; i += 8) {
-        uint64_t w;
-        memcpy(&w, c + i, 8);
-        if (w != pattern_word(key, i))
-            return i;
-    }
-    if (i < size) {
-        uint64_t w = pattern_word(key, i);
-        if (memcmp(c + i, &w, size - i) != 0)
-            return i;
-    }
-    return SIZE_MAX;
-}
+/* pattern_fill and pattern_mismatch: tests/common/pattern.h. */
 
 /* ---- failures, collected from every thread -------------------------------------- */
 

@@ -25,7 +25,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
-#include "../integration/child.h"
+#include "../common/child.h"
 
 static char a_global[64];
 

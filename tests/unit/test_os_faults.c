@@ -69,7 +69,7 @@
 
 #include "internal.h"
 #include "spanmalloc.h"
-#include "../pattern.h"
+#include "../common/pattern.h"
 
 /* ---- what a child reports, in memory shared with the parent ---------------- */
 
@@ -135,7 +135,7 @@ static uint64_t calls_now(void)
 static void observe_reset(void)
 {
     R.span_sys = sm_heap.spanalloc.sys;
-    R.cache_sys = sm_mcache_alloc.sys;
+    R.cache_sys = sm_mcache_cachealloc.sys;
     R.arena_sys = sm_heap.st.arena_meta_sys;
     R.prof_sys = sm_mprof_sys();
     R.cur_end = sm_heap.cur_end;
@@ -159,7 +159,7 @@ static void call_end(void)
     if (made == 0)
         return;
     uint64_t span = (sm_heap.spanalloc.sys - R.span_sys) / (64 * 1024);
-    uint64_t cache = (sm_mcache_alloc.sys - R.cache_sys) / (64 * 1024);
+    uint64_t cache = (sm_mcache_cachealloc.sys - R.cache_sys) / (64 * 1024);
     uint64_t arena = (sm_heap.st.arena_meta_sys - R.arena_sys) /
                      ((sizeof(struct sm_heap_arena) + 4095) & ~(size_t)4095);
     if (span + cache + arena > made)

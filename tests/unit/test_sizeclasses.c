@@ -53,10 +53,10 @@ static void test_class_count(void **state)
 	assert_int_equal(ARRAY_LEN(sm_class_to_nobjs), SM_NUM_SIZE_CLASSES);
 	assert_int_equal(ARRAY_LEN(sm_class_to_divmagic), SM_NUM_SIZE_CLASSES);
 	assert_int_equal(ARRAY_LEN(sm_size_to_class16),
-	                 SM_SMALL_SIZE_MAX / SM_SMALL_SIZE_DIV + 1);
+	                 SM_SIZE_TABLE16_MAX / SM_SIZE_TABLE16_DIV + 1);
 	assert_int_equal(ARRAY_LEN(sm_size_to_class128),
-	                 (SM_MAX_SMALL_SIZE - SM_SMALL_SIZE_MAX) /
-	                         SM_LARGE_SIZE_DIV +
+	                 (SM_MAX_SMALL_SIZE - SM_SIZE_TABLE16_MAX) /
+	                         SM_SIZE_TABLE128_DIV +
 	                     1);
 	/* Class indices must fit the uint8_t look-up tables. */
 	assert_true(SM_NUM_SIZE_CLASSES <= 256);
@@ -79,10 +79,10 @@ static void test_sizes(void **state)
 		if (size % 16 != 0)
 			fail_msg("class %u: size %u is not a multiple of 16", c,
 			         size);
-		if (size > SM_SMALL_SIZE_MAX && size % SM_LARGE_SIZE_DIV != 0)
+		if (size > SM_SIZE_TABLE16_MAX && size % SM_SIZE_TABLE128_DIV != 0)
 			fail_msg("class %u: size %u above %u is not a multiple "
 			         "of %u",
-			         c, size, SM_SMALL_SIZE_MAX, SM_LARGE_SIZE_DIV);
+			         c, size, SM_SIZE_TABLE16_MAX, SM_SIZE_TABLE128_DIV);
 		if (size <= sm_class_to_size[c - 1])
 			fail_msg("class %u: size %u not above class %u's %u", c,
 			         size, c - 1, sm_class_to_size[c - 1]);

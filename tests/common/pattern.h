@@ -1,9 +1,11 @@
 /*
- * pattern.h - the byte pattern the fault walk (tests/unit/test_os_faults.c)
- * and the fuzz target (tests/fuzz/fuzz_malloc.c) write into every object
- * and check later: a function of the object's key and the byte's offset,
- * so an object handed out twice, a lost byte in realloc or a link written
- * into live memory shows as a difference.  Large objects carry it only in
+ * pattern.h - the byte pattern the tests write into objects and check
+ * later (the fault walk, the fuzz target, the stress test, the thread
+ * tests): a function of the object's key and the byte's offset, so an
+ * object handed out twice, a lost byte in realloc or a link written into
+ * live memory shows as a difference.  Byte i depends only on the key and
+ * i, so a prefix of an object keeps the pattern of the same key at the
+ * shorter length (what realloc must keep).  Large objects carry it only in
  * parts (FOR_EACH_PART), so they do not make every page resident.
  */
 #ifndef SM_TEST_PATTERN_H
@@ -74,6 +76,18 @@ static inline size_t check_part(const uint8_t *c, uint64_t key, size_t lo, size_
         if (c[i] != pattern_byte(key, i))
             return i;
     return SIZE_MAX;
+}
+
+/* The whole object of size bytes at p. */
+static inline void pattern_fill(void *p, size_t size, uint64_t key)
+{
+    fill_part(p, key, 0, size);
+}
+
+/* The first offset of the object that does not match, or SIZE_MAX. */
+static inline size_t pattern_mismatch(const void *p, size_t size, uint64_t key)
+{
+    return check_part(p, key, 0, size);
 }
 
 #endif

@@ -1,5 +1,19 @@
 /*
- * largecache.c - per thread, large spans freed recently, kept for the
+ * large.c - large objects (over SM_MAX_SMALL_SIZE): a span of whole pages
+ * each, from mheap or from the thread's cache of large spans it freed
+ * recently; their realloc in place; their free.
+ *
+ * malloc(n), n > 32 KiB, takes a span of ceil(n / 8 KiB) pages: one this
+ * thread freed recently (the cache below), or a new one from mheap (an
+ * aligned one when the alignment is above a page).  The profiler's
+ * countdown is made here as on the small paths.  realloc keeps the pages
+ * when the new size fits them; it grows over the free pages after the span
+ * and shrinks by giving its tail back (mheap.c); when it has to move to
+ * grow, it gets a quarter more pages than asked, so growing step by step
+ * copies O(n) bytes in all.  free gives the span to the thread's cache, or
+ * back to mheap.
+ *
+ * The large cache: per thread, large spans freed recently, kept for the
  * thread's next large malloc of the same size.
  *
  * Without it every large malloc and every large free goes to the heap under
@@ -64,6 +78,9 @@
  * them from exiting meanwhile; the spans go to the heap after it is
  * dropped.
  */
+#include <errno.h>
+#include <string.h>
+
 #include "internal.h"
 
 /* Any thread: empty a slot, owning what was in it. */
@@ -171,4 +188,171 @@ size_t sm_largecache_reclaim(uint32_t before_epoch)
 void sm_largecache_reclaim_all(void)
 {
     sm_largecache_reclaim(UINT32_MAX);
+}
+
+/* ---- large objects ---- */
+
+/* The profiler's countdown for a large object of size bytes at s: the same
+ * one test the small paths make. */
+static void large_count_sample(struct sm_mcache *c, struct sm_mspan *s, size_t size)
+{
+    s->reqsize = size;
+    if (c != &sm_mcache_empty) {
+        c->sample_left -= (intptr_t)size;
+        if (sm_unlikely(c->sample_left < 0)) {
+            c->sample_left = sm_mprof_next_sample(c);
+            sm_mprof_record_alloc((void *)s->base, size);
+        }
+    }
+}
+
+/* A large object of size bytes in a span of npages pages. */
+static void *large_alloc(size_t size, size_t npages, size_t align)
+{
+    sm_init();
+    struct sm_mcache *c = sm_tls_mcache;
+    struct sm_mspan *s = NULL;
+    if (c != &sm_mcache_empty && align <= SM_PAGE_SIZE && npages <= SM_LARGECACHE_MAX_PAGES)
+        s = sm_largecache_alloc(c, npages);
+    if (s == NULL) {
+        size_t align_pages = align > SM_PAGE_SIZE ? align >> SM_PAGE_SHIFT : 0;
+        s = sm_mheap_alloc(&sm_heap, npages, align_pages, SM_PAGE_LARGE);
+        if (s == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        sm_worker_start();
+    }
+    large_count_sample(c, s, size);
+    if (sm_unlikely(sm_check_slow))
+        sm_check_alloc_large(s);   /* its canary, or memcheck's block */
+    return (void *)s->base;
+}
+
+SM_INLINE size_t pages_for(size_t size)
+{
+    size_t npages = (size + SM_PAGE_SIZE - 1) >> SM_PAGE_SHIFT;
+    return npages ? npages : 1;
+}
+
+/* The profiler's countdown ran out on a span from the large cache. */
+static SM_NOINLINE void *large_sample(struct sm_mcache *c, struct sm_mspan *s, size_t size)
+{
+    c->sample_left = sm_mprof_next_sample(c);
+    sm_mprof_record_alloc((void *)s->base, size);
+    return (void *)s->base;
+}
+
+void *sm_large_alloc(size_t size, size_t align)
+{
+    /* The common case first: a span this thread freed, with no lock, no
+     * page map write, no clock.  A thread with no cache yet is on the
+     * static empty one, whose bins are empty; checked mode keeps the
+     * large caches empty (mcache.c), so its canary byte needs no page
+     * here. */
+    if (sm_likely(size <= ((size_t)SM_LARGECACHE_MAX_PAGES << SM_PAGE_SHIFT) &&
+                  align <= SM_PAGE_SIZE)) {
+        struct sm_mcache *c = sm_tls_mcache;
+        struct sm_mspan *s = sm_largecache_alloc(c, pages_for(size));
+        if (sm_likely(s != NULL)) {
+            s->reqsize = size;
+            /* One subtraction and a branch, as on the small path. */
+            if (sm_unlikely(sm_sample_countdown(c, size)))
+                return large_sample(c, s, size);
+            return (void *)s->base;
+        }
+    }
+    if (sm_unlikely(size > SM_MAX_ALLOC)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Checked mode: at least one byte past the request for the canary. */
+    return large_alloc(size, pages_for(size + (sm_check_slow ? 1 : 0)), align);
+}
+
+/* A sampled or checked large object's free. */
+static SM_NOINLINE void large_free_slow(void *p, struct sm_mspan *s)
+{
+    if (sm_unlikely(sm_check_slow)) {
+        /* Not to the large cache: its next malloc would skip check.c. */
+        sm_check_free_large(s);
+        if (s->specials)
+            sm_mprof_record_free(p, s);
+        sm_mheap_free(&sm_heap, s);
+        return;
+    }
+    sm_mprof_record_free(p, s);
+    struct sm_mcache *c = sm_tls_mcache;
+    if (c != &sm_mcache_empty && sm_largecache_free(c, s))
+        return;
+    sm_mheap_free(&sm_heap, s);
+}
+
+void sm_large_free(void *p, struct sm_mspan *s)
+{
+    if (s->base != (uintptr_t)p)
+        sm_check_bad_free("invalid pointer", p);
+    if (s->state != SM_SPAN_LARGE)
+        sm_check_bad_free("double free of", p);   /* in a large cache */
+    if (sm_unlikely(sm_check_slow || s->specials != NULL)) {
+        large_free_slow(p, s);
+        return;
+    }
+    struct sm_mcache *c = sm_tls_mcache;
+    if (sm_likely(c != &sm_mcache_empty) && sm_largecache_free(c, s))
+        return;
+    sm_mheap_free(&sm_heap, s);
+}
+
+/* realloc of a large object: in place when it can be, else a move to a
+ * span with room to grow. */
+void *sm_large_realloc(void *p, size_t size)
+{
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    if (s->base != (uintptr_t)p)
+        sm_bad_pointer("realloc", "invalid pointer", p);
+    if (s->state != SM_SPAN_LARGE)
+        sm_bad_pointer("realloc", "use after free of", p);
+    size_t old = s->npages << SM_PAGE_SHIFT;
+    size_t npages = pages_for(size);
+    size_t want = npages;
+    if (size > SM_MAX_SMALL_SIZE && size <= old) {
+        /* Shrinking by less than half keeps the pages (jemalloc keeps the
+         * extent too); by more, the tail goes back to the heap. */
+        if (size > old / 2 || !sm_mheap_shrink(&sm_heap, s, npages))
+            return p;
+    } else if (size > old) {
+        if (size > SM_MAX_ALLOC) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        /* Grow over the free pages that follow, as glibc grows a chunk
+         * into the free one after it. */
+        if (!sm_mheap_extend(&sm_heap, s, npages)) {
+            /* Moving: a quarter more pages than asked, so a buffer grown
+             * step by step moves O(log n) times and copies O(n) bytes in
+             * all (jemalloc's large classes are a quarter apart). */
+            size_t slack = s->npages + s->npages / 4;
+            if (slack > want && slack <= (SM_MAX_ALLOC >> SM_PAGE_SHIFT))
+                want = slack;
+            goto move;
+        }
+    } else {
+        goto move;   /* to a small object */
+    }
+    /* Resized in place: for the profiler, as a free and a new allocation,
+     * the way a move would count. */
+    if (s->specials)
+        sm_mprof_record_free(p, s);
+    large_count_sample(sm_tls_mcache, s, size);
+    return p;
+
+move:;
+    void *q = size <= SM_MAX_SMALL_SIZE ? sm_alloc_class(sm_size_to_class(size), size)
+                                        : large_alloc(size, want, 0);
+    if (q == NULL)
+        return NULL;   /* errno is ENOMEM; p is untouched */
+    memcpy(q, p, old < size ? old : size);
+    sm_free_fast(p);
+    return q;
 }

@@ -1,8 +1,8 @@
 /*
- * child.h - for the integration tests that expect an abort: run a case in
- * a forked child and collect how it ended and what it wrote on stderr.
- * Included by test_badptr.c and test_check.c (each a single file, so the
- * functions are static).  Needs cmocka.h included before it.
+ * child.h - for the tests that expect an abort: run a case in a forked
+ * child and collect how it ended and what it wrote on stderr.  Included by
+ * unit and integration tests (each a single file, so the functions are
+ * static).  Needs cmocka.h included before it.
  */
 #ifndef SM_TEST_CHILD_H
 #define SM_TEST_CHILD_H
@@ -96,6 +96,17 @@ static inline void run_in_child(void (*fn)(void *), void *arg, struct outcome *o
     } else if (WIFSIGNALED(status)) {
         o->sig = WTERMSIG(status);
     }
+}
+
+/* fn(arg) in a child was ended by SIGABRT (a report, then abort()); its
+ * stderr is left in *o for the caller to look at. */
+static inline void expect_abort(void (*fn)(void *), void *arg, struct outcome *o)
+{
+    run_in_child(fn, arg, o);
+    if (o->exited)
+        fail_msg("child exited %d instead of aborting; stderr: %s", o->code, o->err);
+    if (o->sig != SIGABRT)
+        fail_msg("child killed by signal %d instead of SIGABRT; stderr: %s", o->sig, o->err);
 }
 
 /* fn(arg) in a child exited 0 and wrote nothing on stderr; a nonzero exit
