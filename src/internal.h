@@ -262,6 +262,9 @@ SM_HIDDEN void sm_mcache_thread_exit(void *arg);
  * path rescales its bounds. */
 SM_HIDDEN extern size_t sm_cache_budget;
 SM_HIDDEN extern uint64_t sm_cache_budget_gen;
+/* Ask every cache with no slow path since scavenger epoch before_epoch to
+ * give its lists back at its next one.  Takes sm_mcache_lock. */
+SM_HIDDEN void sm_mcache_mark_idle(uint32_t before_epoch);
 /* Bytes c's lists and large bins hold now (its owner's view). */
 SM_HIDDEN size_t sm_mcache_cached_bytes(const struct sm_mcache *c);
 

@@ -161,6 +161,7 @@ static struct sm_mcache *cache_create(void)
         c->bysize[i] = &c->c[sm_size_to_class16[i]];
     c->rng = ((uintptr_t)c ^ sm_nanotime()) | 1;
     c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
+    c->active_epoch = __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED);
     c->sample_left = sm_mprof_next_sample(c);
     sm_tls_mcache = c;
     tls_state = 1;
@@ -213,6 +214,39 @@ static bool in_class(const void *p, uint32_t cls)
     return ar != NULL && (uint32_t)(__atomic_load_n(&ar->pagekind[sm_pagemap_index((uintptr_t)p)], __ATOMIC_RELAXED) & ~SM_PAGE_SLOW) == cls;
 }
 
+/* Idle caches.  A thread's lists can be changed only by the thread: its
+ * fast paths use no atomic, so no other thread can take objects from them
+ * safely (the large bins can be taken: large.c).  So the scavenger asks:
+ * at every tick it sets drain_req on each cache that has taken no slow path
+ * for SM_LARGECACHE_IDLE_TICKS ticks (about a second), and the owner, at
+ * its next slow path, gives its lists back to mcentral, where empty spans
+ * go back to the heap and can be released.  jemalloc's tcache GC and
+ * gperftools' thread cache scavenging are done by the owner too.  A thread
+ * busy on its fast paths alone is asked as well and pays one drain a
+ * second.  A thread that never allocates again keeps its lists, bounded by
+ * its share of the cache budget, until it exits; its large spans the
+ * scavenger takes itself. */
+void sm_mcache_mark_idle(uint32_t before_epoch)
+{
+    pthread_mutex_lock(&sm_mcache_lock);
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
+        if (__atomic_load_n(&c->active_epoch, __ATOMIC_RELAXED) <= before_epoch)
+            __atomic_store_n(&c->drain_req, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&sm_mcache_lock);
+}
+
+/* At every slow path: note the thread is active; drain if asked. */
+static void note_active(struct sm_mcache *c)
+{
+    uint32_t epoch = __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED);
+    if (c->active_epoch != epoch)
+        __atomic_store_n(&c->active_epoch, epoch, __ATOMIC_RELAXED);
+    if (sm_unlikely(__atomic_load_n(&c->drain_req, __ATOMIC_RELAXED))) {
+        __atomic_store_n(&c->drain_req, 0, __ATOMIC_RELAXED);
+        sm_mcache_flush(c);
+    }
+}
+
 /* The fast path has counted size down on this thread's cache
  * (sm_sample_countdown) before it came here. */
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
@@ -244,6 +278,7 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
     }
     if (sm_unlikely(c->budget_gen != __atomic_load_n(&sm_cache_budget_gen, __ATOMIC_RELAXED)))
         set_bounds(c);
+    note_active(c);
     struct sm_cacheclass *cc = &c->c[cls];
     void *p;
     if (sm_unlikely(sm_check_slow || cc->bound == 0)) {
@@ -355,6 +390,7 @@ static void free_small_slow(void *p, uint8_t kind)
     }
     if (sm_unlikely(c->budget_gen != __atomic_load_n(&sm_cache_budget_gen, __ATOMIC_RELAXED)))
         set_bounds(c);
+    note_active(c);
     if (sm_unlikely(cc->bound == 0)) {
         /* No share of the budget for this class now. */
         give_one(p, cls);

@@ -242,6 +242,10 @@ struct sm_mcache {
     struct sm_mcache *all_next, *all_prev;  /* registry, for stats */
     uint64_t flush_gen;        /* sm_free_os_memory generation seen */
     uint64_t budget_gen;       /* sm_cache_budget_gen its bounds follow */
+    uint32_t active_epoch;     /* sm_scav_epoch at its last slow path
+                                  (owner writes, scavenger reads) */
+    uint32_t drain_req;        /* set by the scavenger: idle, give the
+                                  lists back at the next slow path */
     uint64_t rng;              /* profiler's random state */
     struct sm_largecache large;  /* freed large spans for reuse */
 };
