@@ -261,6 +261,16 @@ SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls, size_t size);
 SM_HIDDEN void sm_mcache_free_slow(void *p);
 SM_HIDDEN void sm_mcache_flush(struct sm_mcache *c);
 SM_HIDDEN void sm_mcache_thread_exit(void *arg);
+/* The budget all caches share (bytes; SM_CACHE_BUDGET), and its
+ * generation: bumped when a cache comes or goes, so each thread's slow
+ * path rescales its bounds. */
+SM_HIDDEN extern size_t sm_cache_budget;
+SM_HIDDEN extern uint64_t sm_cache_budget_gen;
+/* Ask every cache with no slow path since scavenger epoch before_epoch to
+ * give its lists back at its next one.  Takes sm_mcache_lock. */
+SM_HIDDEN void sm_mcache_mark_idle(uint32_t before_epoch);
+/* Bytes c's lists and large bins hold now (its owner's view). */
+SM_HIDDEN size_t sm_mcache_cached_bytes(const struct sm_mcache *c);
 
 /* Totals kept for threads that have exited (under sm_mcache_lock). */
 struct sm_dead_stats {
@@ -275,12 +285,85 @@ SM_HIDDEN extern struct sm_mcache *sm_mcache_all;
 SM_HIDDEN extern struct sm_fixalloc sm_mcache_cachealloc;
 
 /* ---- large.c ---------------------------------------------------------- */
+/* The owner's operations on its bins are inline here: a cached large
+ * malloc+free pair is a few dozen instructions, and a call each way would
+ * be a sizeable part of it (large.c says how the bins work). */
+
+/* Take the top span of bin n (nheld[n] != 0); NULL if another thread
+ * gave it back meanwhile. */
+SM_INLINE struct sm_mspan *sm_largecache_bin_take(struct sm_largecache *lc, size_t n)
+{
+    uint32_t k = lc->nheld[n] - 1u;
+    lc->nheld[n] = (uint8_t)k;
+    lc->held -= (uint32_t)n;
+    struct sm_mspan **slot = &lc->slot[n][k];
+    if (__atomic_load_n(slot, __ATOMIC_RELAXED) == NULL)
+        return NULL;
+    return __atomic_exchange_n(slot, NULL, __ATOMIC_ACQUIRE);
+}
+
+/* s, taken from a bin, becomes a live large object again. */
+SM_INLINE struct sm_mspan *sm_largecache_took(struct sm_largecache *lc, struct sm_mspan *s)
+{
+    if (s == NULL)
+        return NULL;
+    s->state = SM_SPAN_LARGE;
+    s->needzero = s->npages;
+    SM_COUNTER_ADD(lc->nmalloc, 1);
+    SM_COUNTER_ADD(lc->bytes_alloc, (uint64_t)s->npages << SM_PAGE_SHIFT);
+    return s;
+}
+
+/* Bin npages is empty: a span up to an eighth larger, or NULL. */
+SM_HIDDEN struct sm_mspan *sm_largecache_alloc_near(struct sm_largecache *lc, size_t npages);
+
 /* A cached span of npages pages (exactly, or a little more) for this
- * thread, now a live large object; NULL if none. */
-SM_HIDDEN struct sm_mspan *sm_largecache_alloc(struct sm_mcache *c, size_t npages);
+ * thread, now a live large object; NULL if none.  The static empty cache
+ * has empty bins, so any thread may ask. */
+SM_INLINE struct sm_mspan *sm_largecache_alloc(struct sm_mcache *c, size_t npages)
+{
+    struct sm_largecache *lc = &c->large;
+    if (sm_likely(lc->nheld[npages] != 0))
+        return sm_largecache_took(lc, sm_largecache_bin_take(lc, npages));
+    return sm_largecache_alloc_near(lc, npages);
+}
+
+SM_HIDDEN extern uint32_t sm_scav_epoch;  /* scavenge.c */
+
+/* Push s (n pages) onto bin n, which has room. */
+SM_INLINE bool sm_largecache_bin_put(struct sm_largecache *lc, struct sm_mspan *s, size_t n)
+{
+    uint32_t k = lc->nheld[n];
+    s->state = SM_SPAN_CACHED;
+    SM_COUNTER_ADD(lc->nfree, 1);
+    SM_COUNTER_ADD(lc->bytes_free, (uint64_t)n << SM_PAGE_SHIFT);
+    lc->nheld[n] = (uint8_t)(k + 1);
+    lc->held += (uint32_t)n;
+    __atomic_store_n(&lc->epoch[n], __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED),
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&lc->slot[n][k], s, __ATOMIC_RELEASE);
+    return true;
+}
+
+/* Put s in bin n, which has room, evicting other spans first to stay
+ * under the byte bound. */
+SM_HIDDEN bool sm_largecache_free_over_bound(struct sm_largecache *lc, struct sm_mspan *s, size_t n);
+
 /* Keep the freed large span s for reuse; false if it does not fit (the
- * caller gives it to the heap). */
-SM_HIDDEN bool sm_largecache_free(struct sm_mcache *c, struct sm_mspan *s);
+ * caller gives it to the heap).  c is not the static empty cache. */
+SM_INLINE bool sm_largecache_free(struct sm_mcache *c, struct sm_mspan *s)
+{
+    struct sm_largecache *lc = &c->large;
+    size_t n = s->npages;
+    if (n - SM_LARGECACHE_MIN_PAGES > SM_LARGECACHE_MAX_PAGES - SM_LARGECACHE_MIN_PAGES ||
+        lc->nheld[n] == SM_LARGECACHE_WAYS)
+        return false;
+    if (sm_unlikely(lc->held + n > lc->limit))
+        return sm_largecache_free_over_bound(lc, s, n);
+    return sm_largecache_bin_put(lc, s, n);
+}
+/* Evict spans until c's large cache holds at most its limit. */
+SM_HIDDEN void sm_largecache_trim(struct sm_mcache *c);
 /* Give every span of c's large cache back to the heap. */
 SM_HIDDEN void sm_largecache_flush(struct sm_mcache *c);
 /* From every thread's large cache, take the spans stored at scavenger
@@ -291,7 +374,8 @@ SM_HIDDEN void sm_largecache_reclaim_all(void);
 /* A large object of size bytes (align: 0, or a power of two); NULL with
  * errno ENOMEM if there is no memory. */
 SM_HIDDEN void *sm_large_alloc(size_t size, size_t align);
-SM_HIDDEN void sm_large_free(struct sm_mspan *s);
+/* free(p) of a pointer on a page of kind SM_PAGE_LARGE, whose span is s. */
+SM_HIDDEN void sm_large_free(void *p, struct sm_mspan *s);
 /* realloc(p, size) for a large object p (size > 0). */
 SM_HIDDEN void *sm_large_realloc(void *p, size_t size);
 

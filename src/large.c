@@ -13,8 +13,8 @@
  * copies O(n) bytes in all.  free gives the span to the thread's cache, or
  * back to mheap.
  *
- * The large cache: per thread, a few large spans freed recently, kept for
- * the thread's next large malloc of the same size.
+ * The large cache: per thread, large spans freed recently, kept for the
+ * thread's next large malloc of the same size.
  *
  * Without it every large malloc and every large free goes to the heap under
  * its lock: a best-fit search, a page map write for every page of the span,
@@ -22,13 +22,22 @@
  * 64 KiB malloc+free pair.  Programs free and allocate buffers of the same
  * sizes over and over (I/O buffers, a vector cleared and refilled), so, as
  * tcmalloc's and jemalloc's thread caches hold the smaller large sizes and
- * glibc keeps freed chunks below its mmap threshold, a thread keeps up to
- * SM_LARGECACHE_SLOTS spans of at most 1 MiB each and 2 MiB together
- * (types.h).  A malloc takes a span of the same page count, or of up to an
- * eighth more, from a slot; a free puts its span into an empty slot, and
- * when there is none, or the bytes would pass the bound, evicts slots in
- * turn to the heap.  Larger spans, aligned allocations and threads with no
- * cache yet go to the heap directly.
+ * glibc keeps freed chunks below its mmap threshold, a thread keeps spans
+ * of SM_LARGECACHE_MIN_PAGES to SM_LARGECACHE_MAX_PAGES pages (just over
+ * 32 KiB to 1 MiB), at most lc->limit pages together: SM_LARGECACHE_MAX_BYTES
+ * (types.h), less when many threads share the cache budget (mcache.c).
+ *
+ * Layout: a bin per page count, indexed by it, as tcmalloc's thread cache
+ * has a free list per size class and jemalloc's tcache a bin per large
+ * size class: a malloc looks at exactly one bin, no search.  A bin is a
+ * stack of SM_LARGECACHE_WAYS slots; nheld[n] is how many of bin n's slots
+ * the owner filled.  A malloc takes the top slot of its bin, or, when that
+ * bin is empty, of the nearest bin up to an eighth larger (the waste bound
+ * of the size classes); a free pushes onto its bin.  A free that would pass
+ * the byte bound first evicts other bins' top spans to the heap, going
+ * round the bins from a cursor; a free into a full bin goes to the heap.
+ * Spans of other sizes, aligned allocations and threads with no cache yet
+ * go to the heap directly.
  *
  * Stats.  A cached span is not a live object: its free counted it in frees
  * and took its bytes out of heap_alloc exactly as a free to the heap does.
@@ -36,11 +45,12 @@
  * back), as the spans of small objects cached in a thread's lists do.  So
  * doc/design.md §4's invariants hold unchanged (heap_alloc <= heap_inuse,
  * heap_inuse + heap_idle == heap_sys, ...), and heap_inuse - heap_alloc
- * includes at most 2 MiB per thread of cached large spans.  The counts live
- * in the cache (written by its thread only, merged on read as the small
- * counts are, and kept in sm_dead when the thread exits).  The span's state
- * SM_SPAN_CACHED tells the heap not to count its return as a second free,
- * and makes a second free of the pointer a reported double free.
+ * includes at most SM_LARGECACHE_MAX_BYTES per thread of cached large
+ * spans.  The counts live in the cache (written by its thread only, merged
+ * on read as the small counts are, and kept in sm_dead when the thread
+ * exits).  The span's state SM_SPAN_CACHED tells the heap not to count its
+ * return as a second free, and makes a second free of the pointer a
+ * reported double free.
  *
  * Giving spans back.  They go to the heap, where the release policy applies
  * to them as to any freed run:
@@ -48,38 +58,37 @@
  *     sm_free_os_memory generation (sm_mcache_flush);
  *   - every thread's, from sm_free_os_memory and from the heap before it
  *     grows past the soft memory limit (sm_largecache_reclaim_all);
- *   - idle ones: at every tick the scavenger takes the spans that have sat
- *     in a cache for SM_LARGECACHE_IDLE_TICKS ticks (about a second), so a
- *     thread that stops allocating does not keep them.  With
+ *   - idle ones: at every tick the scavenger takes the spans of bins that
+ *     no free has touched for SM_LARGECACHE_IDLE_TICKS ticks (about a
+ *     second), so a thread that stops allocating does not keep them.  With
  *     SPANMALLOC_SCAVENGE=off they stay until one of the above.
  *
  * Synchronization, without a lock.  Only the owning thread puts a span in
- * (a release store into an empty slot).  The owner takes one out for reuse
- * and any thread takes them out to give back, both by an atomic exchange,
- * so each span leaves exactly once, and the thread that took it owns it.
- * npages[], occupied, held and next are the owner's view: a slot another
- * thread emptied still looks occupied to the owner until the owner tries to
- * take it (and finds NULL) or evicts it.  epoch[] is written by the owner
- * and read by the scavenger as a hint (a stale value gives a span back a
- * tick early or late).  Walking other threads' caches takes sm_mcache_lock,
- * which keeps them from exiting meanwhile; the spans go to the heap after
- * it is dropped.
+ * (a release store into a slot above its bin's nheld, which only the owner
+ * fills, so it is empty).  The owner takes one out for reuse and any thread
+ * takes them out to give back, both by an atomic exchange, so each span
+ * leaves exactly once, and the thread that took it owns it.  That exchange
+ * is the one atomic instruction of a cached malloc+free pair; a free is
+ * plain stores.  nheld[], held and next are the owner's view: a slot
+ * another thread emptied still counts until the owner tries to take it
+ * (and finds NULL) or evicts it, so the owner's held is never below the
+ * bytes really cached.  epoch[] is written by the owner and read by the
+ * scavenger as a hint (a stale value gives a span back a tick early or
+ * late).  Walking other threads' caches takes sm_mcache_lock, which keeps
+ * them from exiting meanwhile; the spans go to the heap after it is
+ * dropped.
  */
 #include <errno.h>
 #include <string.h>
 
 #include "internal.h"
 
-static struct sm_mspan *slot_peek(struct sm_largecache *lc, uint32_t i)
+/* Any thread: empty a slot, owning what was in it. */
+static struct sm_mspan *slot_take(struct sm_mspan **slot)
 {
-    return __atomic_load_n(&lc->slot[i], __ATOMIC_RELAXED);
-}
-
-static struct sm_mspan *slot_take(struct sm_largecache *lc, uint32_t i)
-{
-    if (slot_peek(lc, i) == NULL)
+    if (__atomic_load_n(slot, __ATOMIC_RELAXED) == NULL)
         return NULL;
-    return __atomic_exchange_n(&lc->slot[i], NULL, __ATOMIC_ACQUIRE);
+    return __atomic_exchange_n(slot, NULL, __ATOMIC_ACQUIRE);
 }
 
 /* The heap does not count the return of a CACHED span as a free. */
@@ -88,77 +97,61 @@ static void give_back(struct sm_mspan *s)
     sm_mheap_free(&sm_heap, s);
 }
 
-struct sm_mspan *sm_largecache_alloc(struct sm_mcache *c, size_t npages)
+struct sm_mspan *sm_largecache_alloc_near(struct sm_largecache *lc, size_t npages)
 {
-    struct sm_largecache *lc = &c->large;
     size_t most = npages + npages / 8;
-    uint32_t best = SM_LARGECACHE_SLOTS;
-    size_t best_pages = SIZE_MAX;
-    for (uint32_t m = lc->occupied; m != 0; m &= m - 1) {
-        uint32_t i = (uint32_t)__builtin_ctz(m);
-        size_t n = lc->npages[i];
-        if (n >= npages && n <= most && n < best_pages) {
-            best = i;
-            best_pages = n;
-            if (n == npages)
-                break;
-        }
-    }
-    if (best == SM_LARGECACHE_SLOTS)
-        return NULL;
-    lc->occupied &= ~(1u << best);
-    lc->held -= lc->npages[best];
-    struct sm_mspan *s = slot_take(lc, best);
-    if (s == NULL)
-        return NULL;   /* given back by another thread meanwhile */
-    s->state = SM_SPAN_LARGE;
-    s->needzero = s->npages;
-    SM_COUNTER_ADD(lc->nmalloc, 1);
-    SM_COUNTER_ADD(lc->bytes_alloc, (uint64_t)s->npages << SM_PAGE_SHIFT);
-    return s;
+    if (most > SM_LARGECACHE_MAX_PAGES)
+        most = SM_LARGECACHE_MAX_PAGES;
+    for (size_t n = npages + 1; n <= most; n++)
+        if (lc->nheld[n] != 0)
+            return sm_largecache_took(lc, sm_largecache_bin_take(lc, n));
+    return NULL;
 }
 
-/* Give slot i to the heap to make room. */
-static void evict(struct sm_largecache *lc, uint32_t i)
+/* Give the top span of bin n to the heap to make room. */
+static void evict(struct sm_largecache *lc, size_t n)
 {
-    if (!(lc->occupied & (1u << i)))
-        return;
-    lc->occupied &= ~(1u << i);
-    lc->held -= lc->npages[i];
-    struct sm_mspan *s = slot_take(lc, i);
+    struct sm_mspan *s = sm_largecache_bin_take(lc, n);
     if (s != NULL)
         give_back(s);
 }
 
-bool sm_largecache_free(struct sm_mcache *c, struct sm_mspan *s)
+/* Evict bins' top spans, going round from the cursor, until pages more
+ * fit under the bound. */
+static SM_NOINLINE void make_room(struct sm_largecache *lc, size_t pages)
 {
-    struct sm_largecache *lc = &c->large;
-    size_t n = s->npages;
-    if (n > SM_LARGECACHE_MAX_PAGES)
-        return false;
-    while (lc->occupied == (1u << SM_LARGECACHE_SLOTS) - 1 ||
-           ((lc->held + n) << SM_PAGE_SHIFT) > SM_LARGECACHE_MAX_BYTES) {
-        uint32_t i = lc->next;
-        lc->next = (i + 1) % SM_LARGECACHE_SLOTS;
-        evict(lc, i);
+    size_t limit = lc->limit;
+    uint32_t n = lc->next;
+    while (lc->held + pages > limit) {
+        if (n < SM_LARGECACHE_MIN_PAGES || n > SM_LARGECACHE_MAX_PAGES)
+            n = SM_LARGECACHE_MIN_PAGES;
+        if (lc->nheld[n] != 0)
+            evict(lc, n);
+        n++;
     }
-    uint32_t i = (uint32_t)__builtin_ctz(~lc->occupied);
-    s->state = SM_SPAN_CACHED;
-    SM_COUNTER_ADD(lc->nfree, 1);
-    SM_COUNTER_ADD(lc->bytes_free, (uint64_t)n << SM_PAGE_SHIFT);
-    lc->npages[i] = (uint32_t)n;
-    lc->occupied |= 1u << i;
-    lc->held += (uint32_t)n;
-    __atomic_store_n(&lc->epoch[i], __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED),
-                     __ATOMIC_RELAXED);
-    __atomic_store_n(&lc->slot[i], s, __ATOMIC_RELEASE);
-    return true;
+    lc->next = n;
+}
+
+bool sm_largecache_free_over_bound(struct sm_largecache *lc, struct sm_mspan *s, size_t n)
+{
+    if (n > lc->limit)
+        return false;
+    make_room(lc, n);   /* may take from bin n too */
+    return sm_largecache_bin_put(lc, s, n);
+}
+
+void sm_largecache_trim(struct sm_mcache *c)
+{
+    if (c->large.held > c->large.limit)
+        make_room(&c->large, 0);
 }
 
 void sm_largecache_flush(struct sm_mcache *c)
 {
-    for (uint32_t i = 0; i < SM_LARGECACHE_SLOTS; i++)
-        evict(&c->large, i);
+    struct sm_largecache *lc = &c->large;
+    for (size_t n = SM_LARGECACHE_MIN_PAGES; n <= SM_LARGECACHE_MAX_PAGES; n++)
+        while (lc->nheld[n] != 0)
+            evict(lc, n);
 }
 
 size_t sm_largecache_reclaim(uint32_t before_epoch)
@@ -168,14 +161,16 @@ size_t sm_largecache_reclaim(uint32_t before_epoch)
     pthread_mutex_lock(&sm_mcache_lock);
     for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next) {
         struct sm_largecache *lc = &c->large;
-        for (uint32_t i = 0; i < SM_LARGECACHE_SLOTS; i++) {
+        for (size_t n = SM_LARGECACHE_MIN_PAGES; n <= SM_LARGECACHE_MAX_PAGES; n++) {
             if (before_epoch != UINT32_MAX &&
-                __atomic_load_n(&lc->epoch[i], __ATOMIC_RELAXED) > before_epoch)
+                __atomic_load_n(&lc->epoch[n], __ATOMIC_RELAXED) > before_epoch)
                 continue;
-            struct sm_mspan *s = slot_take(lc, i);
-            if (s != NULL) {
-                s->next = taken;
-                taken = s;
+            for (uint32_t k = 0; k < SM_LARGECACHE_WAYS; k++) {
+                struct sm_mspan *s = slot_take(&lc->slot[n][k]);
+                if (s != NULL) {
+                    s->next = taken;
+                    taken = s;
+                }
             }
         }
     }
@@ -240,8 +235,33 @@ SM_INLINE size_t pages_for(size_t size)
     return npages ? npages : 1;
 }
 
+/* The profiler's countdown ran out on a span from the large cache. */
+static SM_NOINLINE void *large_sample(struct sm_mcache *c, struct sm_mspan *s, size_t size)
+{
+    c->sample_left = sm_mprof_next_sample(c);
+    sm_mprof_record_alloc((void *)s->base, size);
+    return (void *)s->base;
+}
+
 void *sm_large_alloc(size_t size, size_t align)
 {
+    /* The common case first: a span this thread freed, with no lock, no
+     * page map write, no clock.  A thread with no cache yet is on the
+     * static empty one, whose bins are empty; checked mode keeps the
+     * large caches empty (mcache.c), so its canary byte needs no page
+     * here. */
+    if (sm_likely(size <= ((size_t)SM_LARGECACHE_MAX_PAGES << SM_PAGE_SHIFT) &&
+                  align <= SM_PAGE_SIZE)) {
+        struct sm_mcache *c = sm_tls_mcache;
+        struct sm_mspan *s = sm_largecache_alloc(c, pages_for(size));
+        if (sm_likely(s != NULL)) {
+            s->reqsize = size;
+            /* One subtraction and a branch, as on the small path. */
+            if (sm_unlikely(sm_sample_countdown(c, size)))
+                return large_sample(c, s, size);
+            return (void *)s->base;
+        }
+    }
     if (sm_unlikely(size > SM_MAX_ALLOC)) {
         errno = ENOMEM;
         return NULL;
@@ -250,10 +270,36 @@ void *sm_large_alloc(size_t size, size_t align)
     return large_alloc(size, pages_for(size + (sm_check_slow ? 1 : 0)), align);
 }
 
-void sm_large_free(struct sm_mspan *s)
+/* A sampled or checked large object's free. */
+static SM_NOINLINE void large_free_slow(void *p, struct sm_mspan *s)
 {
+    if (sm_unlikely(sm_check_slow)) {
+        /* Not to the large cache: its next malloc would skip check.c. */
+        sm_check_free_large(s);
+        if (s->specials)
+            sm_mprof_record_free(p, s);
+        sm_mheap_free(&sm_heap, s);
+        return;
+    }
+    sm_mprof_record_free(p, s);
     struct sm_mcache *c = sm_tls_mcache;
     if (c != &sm_mcache_empty && sm_largecache_free(c, s))
+        return;
+    sm_mheap_free(&sm_heap, s);
+}
+
+void sm_large_free(void *p, struct sm_mspan *s)
+{
+    if (s->base != (uintptr_t)p)
+        sm_check_bad_free("invalid pointer", p);
+    if (s->state != SM_SPAN_LARGE)
+        sm_check_bad_free("double free of", p);   /* in a large cache */
+    if (sm_unlikely(sm_check_slow || s->specials != NULL)) {
+        large_free_slow(p, s);
+        return;
+    }
+    struct sm_mcache *c = sm_tls_mcache;
+    if (sm_likely(c != &sm_mcache_empty) && sm_largecache_free(c, s))
         return;
     sm_mheap_free(&sm_heap, s);
 }

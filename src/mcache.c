@@ -65,14 +65,73 @@ SM_HIDDEN struct sm_fixalloc sm_mcache_cachealloc;
 static pthread_key_t cache_key;
 static bool cache_key_ok;
 
+SM_HIDDEN size_t sm_cache_budget = SM_CACHE_BUDGET;
+SM_HIDDEN uint64_t sm_cache_budget_gen;
+static uint32_t ncaches;          /* caches in the registry (atomic) */
+static uint64_t full_bytes;       /* one cache's bytes at its full bounds */
+
 void sm_mcache_init_classes(void)
 {
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
         uint32_t b = 32768 / sm_class_to_size[cls];
         sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
     }
+    full_bytes = SM_LARGECACHE_MAX_BYTES;
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+        full_bytes += (uint64_t)2 * sm_class_batch[cls] * sm_class_to_size[cls];
     sm_fixalloc_init(&sm_mcache_cachealloc, sizeof(struct sm_mcache));
     cache_key_ok = pthread_key_create(&cache_key, sm_mcache_thread_exit) == 0;
+}
+
+static void drain(struct sm_cacheclass *cc, uint32_t cls);
+
+/* The cache budget.  Every cache's full bounds (two batches per class, as
+ * tcmalloc's, and SM_LARGECACHE_MAX_BYTES of large spans) would let the
+ * total grow with the thread count.  Instead all caches share
+ * sm_cache_budget: with n caches each gets the fraction
+ * budget / (n * full_bytes) of its full bounds, at most all of them, so
+ * the bounds of all caches together never pass the budget (Go bounds its
+ * caches by the number of Ps; tcmalloc gives each thread a share of its
+ * overall thread cache size and moves it between threads).  A class whose
+ * share is less than one object gets a bound of 0: its objects go to
+ * mcentral one at a time.
+ *
+ * Bounds are the owner's, like the lists: when a cache comes or goes,
+ * sm_cache_budget_gen moves on, and each thread rescales its bounds at its
+ * next slow path (where it also looks at sm_flush_gen).  The fast paths do
+ * not change: the bound is enforced through each list's room, which the
+ * rescaling adjusts; a list longer than its new bound goes back to
+ * mcentral first.  Until a thread takes a slow path its old bounds stay;
+ * a thread that stops allocating keeps what it holds until its cache is
+ * drained (idle caches: scavenge.c). */
+static void set_bounds(struct sm_mcache *c)
+{
+    c->budget_gen = __atomic_load_n(&sm_cache_budget_gen, __ATOMIC_ACQUIRE);
+    if (sm_check_slow)
+        return;   /* checked mode: no room, every call on the slow path */
+    uint64_t n = __atomic_load_n(&ncaches, __ATOMIC_RELAXED);
+    uint64_t budget = __atomic_load_n(&sm_cache_budget, __ATOMIC_RELAXED);
+    uint64_t f16 = 65536;   /* the share, in 1/65536ths */
+    if (n * full_bytes > budget)
+        f16 = budget * 65536 / (n * full_bytes);
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
+        struct sm_cacheclass *cc = &c->c[cls];
+        uint32_t bound = (uint32_t)((2 * sm_class_batch[cls] * f16) >> 16);
+        if (sm_cacheclass_count(cc) > bound)
+            drain(cc, cls);
+        cc->room = bound - sm_cacheclass_count(cc);
+        cc->bound = bound;
+    }
+    c->large.limit = (uint32_t)(((SM_LARGECACHE_MAX_BYTES >> SM_PAGE_SHIFT) * f16) >> 16);
+    sm_largecache_trim(c);
+}
+
+size_t sm_mcache_cached_bytes(const struct sm_mcache *c)
+{
+    size_t bytes = (size_t)c->large.held << SM_PAGE_SHIFT;
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+        bytes += (size_t)sm_cacheclass_count(&c->c[cls]) * sm_class_to_size[cls];
+    return bytes;
 }
 
 /* Make this thread's cache; NULL if the thread is exiting or out of memory. */
@@ -88,6 +147,8 @@ static struct sm_mcache *cache_create(void)
         if (sm_mcache_all)
             sm_mcache_all->all_prev = c;
         sm_mcache_all = c;
+        __atomic_add_fetch(&ncaches, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&sm_cache_budget_gen, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&sm_mcache_lock);
     if (c == NULL)
@@ -95,15 +156,12 @@ static struct sm_mcache *cache_create(void)
     /* Checked mode and valgrind: no room, lists empty, so every malloc and
      * free comes to the slow path.  The lists of kinds that are no class
      * keep no room either (fixalloc gives zeroed memory). */
-    if (!sm_check_slow)
-        for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
-            c->c[cls].bound = 2 * sm_class_batch[cls];
-            c->c[cls].room = c->c[cls].bound;
-        }
+    set_bounds(c);
     for (size_t i = 0; i < SM_CACHE_BYSIZE; i++)
         c->bysize[i] = &c->c[sm_size_to_class16[i]];
     c->rng = ((uintptr_t)c ^ sm_nanotime()) | 1;
     c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
+    c->active_epoch = __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED);
     c->sample_left = sm_mprof_next_sample(c);
     sm_tls_mcache = c;
     tls_state = 1;
@@ -156,6 +214,39 @@ static bool in_class(const void *p, uint32_t cls)
     return ar != NULL && (uint32_t)(__atomic_load_n(&ar->pagekind[sm_pagemap_index((uintptr_t)p)], __ATOMIC_RELAXED) & ~SM_PAGE_SLOW) == cls;
 }
 
+/* Idle caches.  A thread's lists can be changed only by the thread: its
+ * fast paths use no atomic, so no other thread can take objects from them
+ * safely (the large bins can be taken: large.c).  So the scavenger asks:
+ * at every tick it sets drain_req on each cache that has taken no slow path
+ * for SM_LARGECACHE_IDLE_TICKS ticks (about a second), and the owner, at
+ * its next slow path, gives its lists back to mcentral, where empty spans
+ * go back to the heap and can be released.  jemalloc's tcache GC and
+ * gperftools' thread cache scavenging are done by the owner too.  A thread
+ * busy on its fast paths alone is asked as well and pays one drain a
+ * second.  A thread that never allocates again keeps its lists, bounded by
+ * its share of the cache budget, until it exits; its large spans the
+ * scavenger takes itself. */
+void sm_mcache_mark_idle(uint32_t before_epoch)
+{
+    pthread_mutex_lock(&sm_mcache_lock);
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
+        if (__atomic_load_n(&c->active_epoch, __ATOMIC_RELAXED) <= before_epoch)
+            __atomic_store_n(&c->drain_req, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&sm_mcache_lock);
+}
+
+/* At every slow path: note the thread is active; drain if asked. */
+static void note_active(struct sm_mcache *c)
+{
+    uint32_t epoch = __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED);
+    if (c->active_epoch != epoch)
+        __atomic_store_n(&c->active_epoch, epoch, __ATOMIC_RELAXED);
+    if (sm_unlikely(__atomic_load_n(&c->drain_req, __ATOMIC_RELAXED))) {
+        __atomic_store_n(&c->drain_req, 0, __ATOMIC_RELAXED);
+        sm_mcache_flush(c);
+    }
+}
+
 /* The fast path has counted size down on this thread's cache
  * (sm_sample_countdown) before it came here. */
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
@@ -185,9 +276,12 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
         c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
         sm_mcache_flush(c);
     }
+    if (sm_unlikely(c->budget_gen != __atomic_load_n(&sm_cache_budget_gen, __ATOMIC_RELAXED)))
+        set_bounds(c);
+    note_active(c);
     struct sm_cacheclass *cc = &c->c[cls];
     void *p;
-    if (sm_unlikely(sm_check_slow)) {
+    if (sm_unlikely(sm_check_slow || cc->bound == 0)) {
         p = take_one(cls, size);
         if (p == NULL) {
             errno = ENOMEM;
@@ -196,7 +290,8 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
     } else {
         if (cc->head == NULL) {
             void *head;
-            uint32_t n = sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, sm_class_batch[cls], &head);
+            uint32_t want = sm_class_batch[cls] < cc->bound ? sm_class_batch[cls] : cc->bound;
+            uint32_t n = sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, want, &head);
             if (n == 0) {
                 errno = ENOMEM;
                 return NULL;
@@ -236,35 +331,34 @@ static void drain(struct sm_cacheclass *cc, uint32_t cls)
     sm_mcentral_free_batch(&sm_central[cls], &sm_heap, head, n);
 }
 
+static SM_NOINLINE void free_small_slow(void *p, uint8_t kind);
+
+/* The arena is looked up once for the kind and a large object's span; both
+ * calls are tail calls, so a large free saves no registers here. */
 void sm_mcache_free_slow(void *p)
 {
-    if (p == NULL)
+    struct sm_heap_arena *ar = sm_pagemap_arena((uintptr_t)p);
+    if (ar == NULL) {
+        if (p == NULL)
+            return;
+        sm_check_bad_free("invalid pointer", p);
+    }
+    size_t i = sm_pagemap_index((uintptr_t)p);
+    uint8_t kind = __atomic_load_n(&ar->pagekind[i], __ATOMIC_RELAXED);
+    if (sm_likely(kind == SM_PAGE_LARGE)) {
+        sm_large_free(p, ar->spans[i]);   /* checks p, the profiler, the large cache */
         return;
-    uint8_t kind = sm_pagemap_kind((uintptr_t)p);
+    }
+    free_small_slow(p, kind);
+}
+
+static void free_small_slow(void *p, uint8_t kind)
+{
     switch (kind) {
     case SM_PAGE_NONE:
         sm_check_bad_free("invalid pointer", p);
     case SM_PAGE_FREE:
         sm_check_bad_free("double free of", p);
-    case SM_PAGE_LARGE: {
-        struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
-        if (s->base != (uintptr_t)p)
-            sm_check_bad_free("invalid pointer", p);
-        if (s->state != SM_SPAN_LARGE)
-            sm_check_bad_free("double free of", p);   /* in a large cache */
-        if (sm_unlikely(sm_check_slow)) {
-            /* Not to the large cache: its next malloc would skip check.c. */
-            sm_check_free_large(s);
-            if (s->specials)
-                sm_mprof_record_free(p, s);
-            sm_mheap_free(&sm_heap, s);
-            return;
-        }
-        if (s->specials)
-            sm_mprof_record_free(p, s);
-        sm_large_free(s);
-        return;
-    }
     default:
         break;
     }
@@ -293,6 +387,15 @@ void sm_mcache_free_slow(void *p)
     if (sm_unlikely(c->flush_gen != __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED))) {
         c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
         sm_mcache_flush(c);
+    }
+    if (sm_unlikely(c->budget_gen != __atomic_load_n(&sm_cache_budget_gen, __ATOMIC_RELAXED)))
+        set_bounds(c);
+    note_active(c);
+    if (sm_unlikely(cc->bound == 0)) {
+        /* No share of the budget for this class now. */
+        give_one(p, cls);
+        SM_COUNTER_ADD(cc->nfree, 1);
+        return;
     }
     if (cc->room == 0)
         drain(cc, cls);
@@ -332,6 +435,8 @@ void sm_mcache_thread_exit(void *arg)
         sm_mcache_all = c->all_next;
     if (c->all_next)
         c->all_next->all_prev = c->all_prev;
+    __atomic_sub_fetch(&ncaches, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&sm_cache_budget_gen, 1, __ATOMIC_RELEASE);
     sm_fixalloc_free(&sm_mcache_cachealloc, c);
     pthread_mutex_unlock(&sm_mcache_lock);
 }

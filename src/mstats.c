@@ -30,6 +30,10 @@
 #include "internal.h"
 #include "spanmalloc.h"
 
+/* by_size holds every small class and one entry for large objects. */
+_Static_assert(SM_NUM_SIZE_CLASSES <= SM_MEMSTATS_NUM_BY_SIZE,
+               "spanmalloc.h: SM_MEMSTATS_NUM_BY_SIZE is too small for the size classes");
+
 /* Rss and LazyFree from /proc/self/smaps_rollup, without malloc. */
 static void read_kernel(uint64_t *rss, uint64_t *lazy)
 {

@@ -13,7 +13,8 @@
  *
  * Each tick also counts sm_scav_epoch, and first takes back the large spans
  * that have sat unused in a thread's large cache for SM_LARGECACHE_IDLE_TICKS
- * ticks (large.c).
+ * ticks (large.c), and asks threads that have taken no slow path for as
+ * long to give their lists back at their next one (mcache.c).
  *
  * sm_free_os_memory flushes the calling thread's cache, asks every other
  * thread to flush at its next slow path (a generation counter; nobody is
@@ -86,8 +87,12 @@ size_t sm_scavenge_tick(uint64_t now)
     /* Large spans no thread has reused for a while go back to the heap
      * first, where the rules below apply to them. */
     uint32_t epoch = __atomic_add_fetch(&sm_scav_epoch, 1, __ATOMIC_RELAXED);
-    if (epoch > SM_LARGECACHE_IDLE_TICKS)
+    if (epoch > SM_LARGECACHE_IDLE_TICKS) {
         sm_largecache_reclaim(epoch - SM_LARGECACHE_IDLE_TICKS);
+        /* Threads idle as long give their lists back at their next slow
+         * path (mcache.c). */
+        sm_mcache_mark_idle(epoch - SM_LARGECACHE_IDLE_TICKS);
+    }
     sm_mheap_lock(&sm_heap);
     uint64_t idle_dirty = (sm_heap.st.pages_free - sm_heap.st.pages_released) << SM_PAGE_SHIFT;
     uint64_t inuse = sm_heap.st.pages_inuse << SM_PAGE_SHIFT;

@@ -187,28 +187,37 @@ struct sm_cacheclass {
     uint64_t nfree;            /* stats: objects given back to it */
 };
 
-/* Recently freed large spans of one thread (large.c). */
-#define SM_LARGECACHE_SLOTS 8
+/* Recently freed large spans of one thread (large.c): a bin per page
+ * count, indexed by it, each a small stack of slots. */
+#define SM_LARGECACHE_MIN_PAGES ((SM_MAX_SMALL_SIZE >> SM_PAGE_SHIFT) + 1)
 #define SM_LARGECACHE_MAX_PAGES 128            /* spans up to 1 MiB */
+#define SM_LARGECACHE_WAYS 4                   /* spans per bin */
 #define SM_LARGECACHE_MAX_BYTES ((size_t)2 << 20)
+/* All threads' caches together hold at most this many bytes, small lists
+ * and large bins (mcache.c): tcmalloc's default overall thread cache size. */
+#define SM_CACHE_BUDGET ((size_t)32 << 20)
 #define SM_LARGECACHE_IDLE_TICKS 4                 /* scavenger ticks unused
                                                       before it goes back */
 
 struct sm_largecache {
-    struct sm_mspan *slot[SM_LARGECACHE_SLOTS]; /* NULL: empty; the owner
-                                                   stores, anyone may take
-                                                   with an atomic exchange */
-    uint32_t npages[SM_LARGECACHE_SLOTS];       /* owner: pages of slot[i] */
-    uint32_t epoch[SM_LARGECACHE_SLOTS];        /* scavenger tick when stored */
-    uint32_t occupied;                          /* owner: bit i, slot[i] was
-                                                   filled and not taken by the
+    uint8_t nheld[SM_LARGECACHE_MAX_PAGES + 1]; /* owner: slots filled in each
+                                                   bin and not taken by the
                                                    owner (another thread may
-                                                   have taken it since) */
-    uint32_t held;                              /* owner: pages in occupied */
-    uint32_t next;                              /* owner: slot to evict next */
+                                                   have taken some since) */
+    uint32_t held;                              /* owner: pages in them */
+    uint32_t limit;                             /* owner: most pages held, its
+                                                   share of the cache budget
+                                                   (mcache.c) */
+    uint32_t next;                              /* owner: bin to evict next */
     uint64_t nmalloc, nfree;                    /* stats: objects served from,
                                                    freed into the cache */
     uint64_t bytes_alloc, bytes_free;           /* stats: their span bytes */
+    uint32_t epoch[SM_LARGECACHE_MAX_PAGES + 1];  /* scavenger tick of the
+                                                     bin's last store */
+    struct sm_mspan *slot[SM_LARGECACHE_MAX_PAGES + 1][SM_LARGECACHE_WAYS];
+                                                /* NULL: empty; the owner
+                                                   stores, anyone may take
+                                                   with an atomic exchange */
 };
 
 /* The lists come first, indexed by a page's kind byte (types.h, SM_PAGE_*):
@@ -234,6 +243,11 @@ struct sm_mcache {
     intptr_t sample_left;      /* bytes until the next profile sample */
     struct sm_mcache *all_next, *all_prev;  /* registry, for stats */
     uint64_t flush_gen;        /* sm_free_os_memory generation seen */
+    uint64_t budget_gen;       /* sm_cache_budget_gen its bounds follow */
+    uint32_t active_epoch;     /* sm_scav_epoch at its last slow path
+                                  (owner writes, scavenger reads) */
+    uint32_t drain_req;        /* set by the scavenger: idle, give the
+                                  lists back at the next slow path */
     uint64_t rng;              /* profiler's random state */
     struct sm_largecache large;  /* freed large spans for reuse */
 };

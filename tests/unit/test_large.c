@@ -5,8 +5,9 @@
  *   reuse        a freed large object's span serves the next malloc of the
  *                same page count (or up to an eighth more) in the same
  *                thread, at the same address; calloc of it is zeroed.
- *   bounds       spans over 1 MiB are not kept; at most 2 MiB and 8 spans
- *                are; aligned requests bypass the cache.
+ *   bounds       spans over 1 MiB are not kept; at most 2 MiB, and
+ *                SM_LARGECACHE_WAYS spans of one page count, are; aligned
+ *                requests bypass the cache.
  *   stats        exact: a cached span's free counts as a free and leaves
  *                heap_alloc, its pages stay in heap_inuse; reuse counts a
  *                malloc; giving it back to the heap counts nothing; the
@@ -68,20 +69,24 @@ static const struct sm_class_stats *large_stats(const struct sm_memstats *m)
 static unsigned cached_spans(struct sm_mcache *c)
 {
     unsigned n = 0;
-    for (unsigned i = 0; i < SM_LARGECACHE_SLOTS; i++)
-        n += __atomic_load_n(&c->large.slot[i], __ATOMIC_ACQUIRE) != NULL;
+    for (unsigned b = 0; b <= SM_LARGECACHE_MAX_PAGES; b++)
+        for (unsigned i = 0; i < SM_LARGECACHE_WAYS; i++)
+            n += __atomic_load_n(&c->large.slot[b][i], __ATOMIC_ACQUIRE) != NULL;
     return n;
 }
 
 static size_t cached_bytes(struct sm_mcache *c)
 {
-    size_t b = 0;
-    for (unsigned i = 0; i < SM_LARGECACHE_SLOTS; i++) {
-        struct sm_mspan *s = __atomic_load_n(&c->large.slot[i], __ATOMIC_ACQUIRE);
-        if (s != NULL)
-            b += PAGES(s->npages);
-    }
-    return b;
+    size_t bytes = 0;
+    for (unsigned b = 0; b <= SM_LARGECACHE_MAX_PAGES; b++)
+        for (unsigned i = 0; i < SM_LARGECACHE_WAYS; i++) {
+            struct sm_mspan *s = __atomic_load_n(&c->large.slot[b][i], __ATOMIC_ACQUIRE);
+            if (s != NULL) {
+                assert_int_equal(s->npages, b);   /* each span in its own bin */
+                bytes += PAGES(s->npages);
+            }
+        }
+    return bytes;
 }
 
 static int setup(void **state)
@@ -193,13 +198,31 @@ static void test_bounds(void **state)
         free(v[i]);
     assert_true(cached_bytes(c) <= SM_LARGECACHE_MAX_BYTES);
     assert_int_equal(cached_bytes(c), SM_LARGECACHE_MAX_BYTES);
-    /* Twenty small large spans: at most 8. */
+    /* Twenty small large spans of one size: a bin's worth. */
+    sm_free_os_memory();
     void *w[20];
     for (int i = 0; i < 20; i++)
         w[i] = malloc(40 * KiB);
     for (int i = 0; i < 20; i++)
         free(w[i]);
-    assert_int_equal(cached_spans(c), SM_LARGECACHE_SLOTS);
+    assert_int_equal(cached_spans(c), SM_LARGECACHE_WAYS);
+    sm_free_os_memory();
+    /* ... and of twenty sizes, as many as the bytes allow (5 to 24 pages:
+     * 290 pages in all, at most 256 fit). */
+    for (int i = 0; i < 20; i++)
+        w[i] = malloc(PAGES(5 + i));
+    for (int i = 0; i < 20; i++)
+        free(w[i]);
+    assert_true(cached_bytes(c) <= SM_LARGECACHE_MAX_BYTES);
+    /* Eviction makes no more room than the span that comes in needs. */
+    assert_true(cached_bytes(c) > SM_LARGECACHE_MAX_BYTES - PAGES(24));
+    assert_non_null(c->large.slot[24][0]);
+    /* A span below the large sizes (an aligned small request) is not kept. */
+    sm_free_os_memory();
+    void *z = aligned_alloc(16 * KiB, 24 * KiB);
+    assert_int_equal(sm_pagemap_kind((uintptr_t)z), SM_PAGE_LARGE);
+    free(z);
+    assert_int_equal(cached_spans(c), 0);
     sm_free_os_memory();
     /* Aligned beyond a page: never from the cache. */
     void *x = malloc(64 * KiB);

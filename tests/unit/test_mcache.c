@@ -1,7 +1,9 @@
 /*
  * test_mcache.c - the thread cache: made on first use, bounded lists,
  * batches from mcentral and whole lists back to it, given back at thread
- * exit; and the OS layer's fault hook turning mmap failures into ENOMEM.
+ * exit; the budget all caches share, whatever the number of threads; an
+ * idle thread's lists given back at the scavenger's request; and
+ * the OS layer's fault hook turning mmap failures into ENOMEM.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -134,6 +136,123 @@ static void test_mmap_failure_is_enomem(void **state)
     sm_mheap_check(&sm_heap);
 }
 
+/* ---- the cache budget: 64 threads fill their caches at once ---- */
+
+#define BUDGET_THREADS 64
+static pthread_barrier_t budget_bar;
+
+static void *budget_worker(void *arg)
+{
+    (void)arg;
+    static const size_t sizes[] = { 64, 256, 1024, 4096, 16384 };
+    free(malloc(16));                      /* this thread's cache exists */
+    pthread_barrier_wait(&budget_bar);     /* ... and every other one's */
+    void *v[200];
+    for (unsigned k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        for (int i = 0; i < 200; i++)
+            v[i] = malloc(sizes[k]);
+        for (int i = 0; i < 200; i++)
+            free(v[i]);
+    }
+    for (int i = 0; i < 2; i++)
+        v[i] = malloc(256 * 1024);
+    for (int i = 0; i < 2; i++)
+        free(v[i]);
+    /* Its bounds are its share of the budget, not the full ones. */
+    uint32_t cls = sm_size_to_class(1024);
+    assert_true(sm_tls_mcache->c[cls].bound < 2 * sm_class_batch[cls]);
+    pthread_barrier_wait(&budget_bar);     /* filled: main counts */
+    pthread_barrier_wait(&budget_bar);     /* counted: exit */
+    return NULL;
+}
+
+static void test_budget_shared_by_threads(void **state)
+{
+    (void)state;
+    size_t saved = sm_cache_budget;
+    sm_cache_budget = (size_t)4 << 20;
+    pthread_t t[BUDGET_THREADS];
+    assert_int_equal(pthread_barrier_init(&budget_bar, NULL, BUDGET_THREADS + 1), 0);
+    for (int i = 0; i < BUDGET_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, budget_worker, NULL), 0);
+    pthread_barrier_wait(&budget_bar);
+    pthread_barrier_wait(&budget_bar);
+    /* Without the budget each thread would hold about 1.2 MiB here: 75 MiB
+     * in all. */
+    size_t total = 0;
+    pthread_mutex_lock(&sm_mcache_lock);
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
+        total += sm_mcache_cached_bytes(c);
+    pthread_mutex_unlock(&sm_mcache_lock);
+    print_message("cached by %d threads: %zu bytes, budget %zu\n", BUDGET_THREADS + 1, total,
+                  sm_cache_budget);
+    assert_true(total <= sm_cache_budget);
+    /* The budget back before the threads go: a slow path taken meanwhile
+     * (pthread_join frees) rescales with it; the generation tells every
+     * cache to look again. */
+    sm_cache_budget = saved;
+    __atomic_add_fetch(&sm_cache_budget_gen, 1, __ATOMIC_RELEASE);
+    pthread_barrier_wait(&budget_bar);
+    for (int i = 0; i < BUDGET_THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&budget_bar);
+    /* Alone again, this thread's next slow path restores its full bounds. */
+    uint32_t cls = sm_size_to_class(1024);
+    void *v[200];
+    for (int i = 0; i < 200; i++)
+        v[i] = malloc(1024);
+    for (int i = 0; i < 200; i++)
+        free(v[i]);
+    assert_int_equal(sm_tls_mcache->c[cls].bound, 2 * sm_class_batch[cls]);
+    assert_int_equal(sm_tls_mcache->large.limit, SM_LARGECACHE_MAX_BYTES >> SM_PAGE_SHIFT);
+}
+
+/* ---- an idle thread gives its lists back ---- */
+
+static pthread_barrier_t idle_bar;
+static struct sm_mcache *idle_cache;
+static size_t idle_before, idle_after;
+
+static void *idle_worker(void *arg)
+{
+    (void)arg;
+    void *v[200];
+    for (int i = 0; i < 200; i++)
+        v[i] = malloc(1024);
+    for (int i = 0; i < 200; i++)
+        free(v[i]);
+    idle_cache = sm_tls_mcache;
+    idle_before = sm_mcache_cached_bytes(idle_cache);
+    pthread_barrier_wait(&idle_bar);   /* filled; now idle while main ticks */
+    pthread_barrier_wait(&idle_bar);
+    free(malloc(20000));               /* a class it never used: a slow path */
+    idle_after = sm_mcache_cached_bytes(idle_cache);
+    pthread_barrier_wait(&idle_bar);
+    return NULL;
+}
+
+static void test_idle_cache_drained(void **state)
+{
+    (void)state;
+    pthread_t t;
+    assert_int_equal(pthread_barrier_init(&idle_bar, NULL, 2), 0);
+    assert_int_equal(pthread_create(&t, NULL, idle_worker, NULL), 0);
+    pthread_barrier_wait(&idle_bar);
+    assert_true(idle_before >= 32 * 1024);    /* a list of 1 KiB objects */
+    /* Ticks with no slow path in the thread: it is asked to drain... */
+    for (int i = 0; i <= SM_LARGECACHE_IDLE_TICKS; i++)
+        sm_scavenge_tick(sm_nanotime());
+    assert_int_equal(__atomic_load_n(&idle_cache->drain_req, __ATOMIC_RELAXED), 1);
+    pthread_barrier_wait(&idle_bar);
+    pthread_barrier_wait(&idle_bar);
+    /* ... and its next slow path gave everything back but what it took. */
+    assert_int_equal(__atomic_load_n(&idle_cache->drain_req, __ATOMIC_RELAXED), 0);
+    uint32_t cls = sm_size_to_class(20000);
+    assert_true(idle_after <= (size_t)sm_class_batch[cls] * sm_class_to_size[cls]);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&idle_bar);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -141,6 +260,8 @@ int main(void)
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_flush),
         cmocka_unit_test(test_thread_exit_returns_cache),
+        cmocka_unit_test(test_budget_shared_by_threads),
+        cmocka_unit_test(test_idle_cache_drained),
         cmocka_unit_test(test_mmap_failure_is_enomem),
     };
     return cmocka_run_group_tests_name("mcache", tests, NULL, NULL);
