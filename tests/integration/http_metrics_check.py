@@ -6,6 +6,8 @@ the RSS breakdown adding up to spanmalloc_rss_bytes.  Prints "ok" or the
 first failure, and exits 1 on failure.  Usage: http_metrics_check.py
 [--limit BYTES|none] < metrics.txt"""
 import math
+import os
+import re
 import sys
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -66,8 +68,11 @@ if limit == "none" and not (math.isinf(lim) and lim > 0):
     fail("memory limit %r, want +Inf" % lim)
 if limit != "none" and lim != float(limit):
     fail("memory limit %r, want %s" % (lim, limit))
+# As many size labels as the public header's by_size[] has entries.
+header = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../include/spanmalloc.h")
+nclasses = int(re.search(r"#define SM_MEMSTATS_NUM_BY_SIZE (\d+)", open(header).read()).group(1))
 sizes = {s.labels["size"] for s in fam("spanmalloc_size_class_mallocs").samples}
-if not {"16", "64", "32768", "large"} <= sizes or len(sizes) != 66:
+if not {"16", "64", "32768", "large"} <= sizes or len(sizes) != nclasses:
     fail("size labels %r" % sorted(sizes))
 if value("spanmalloc_size_class_mallocs", {"size": "1024"}) <= 0:
     fail("no mallocs counted in the 1024-byte class")
