@@ -85,6 +85,7 @@ struct sm_options {
     char profile_prefix[512]; /* empty: unset */
     int profile_signal;       /* 0: none */
     uint64_t profile_interval_ns; /* 0: none */
+    size_t profile_growth;    /* SPANMALLOC_PROFILE_GROWTH bytes; 0: none */
     int stats_mode;
     uint64_t stats_interval_ns;
     bool check;

@@ -79,7 +79,8 @@
  * only counts, and SPANMALLOC_PROFILE_INTERVAL, both written by the
  * background worker (scavenge.c) at its next tick, at most 250 ms later,
  * to prefix.<pid>.<n>.heap.pb.gz, n = 1, 2, ... (prefix "spanmalloc" when
- * SPANMALLOC_PROFILE is unset).
+ * SPANMALLOC_PROFILE is unset); SPANMALLOC_PROFILE_GROWTH, by the worker
+ * too, to the same sequence of names (grown() below).
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -143,6 +144,7 @@ static uint64_t signals_got;           /* incremented by the handler */
 /* ---- the worker's own ---- */
 static uint64_t signals_seen;
 static uint64_t next_interval;
+static uint64_t growth_mark;    /* heap_inuse at the last growth profile */
 
 /* Frames to leave out at the leaf: this library's text (empty when it is
  * linked into the executable: then the executable's own code is there
@@ -699,7 +701,27 @@ static void on_signal(int sig)
 
 bool sm_mprof_wants_worker(void)
 {
-    return sm_opts.profile_signal != 0 || sm_opts.profile_interval_ns != 0;
+    return sm_opts.profile_signal != 0 || sm_opts.profile_interval_ns != 0 ||
+           sm_opts.profile_growth != 0;
+}
+
+/* SPANMALLOC_PROFILE_GROWTH: a profile each time heap_inuse passes the
+ * high-water mark of the last one by the growth, as gperftools'
+ * HEAP_PROFILE_INUSE_INTERVAL and jemalloc's prof_gdump write one when
+ * the heap reaches a new peak.  Both of those check on the allocating
+ * thread; here the worker looks at heap_inuse each tick, so malloc pays
+ * nothing, and the profile shows the heap at most a tick after it grew.
+ * A heap that grows by several steps within a tick gets one profile. */
+static bool grown(void)
+{
+    size_t growth = sm_opts.profile_growth;
+    if (growth == 0)
+        return false;
+    uint64_t inuse = __atomic_load_n(&sm_heap.st.pages_inuse, __ATOMIC_RELAXED) << SM_PAGE_SHIFT;
+    if (inuse < growth_mark + growth)
+        return false;
+    growth_mark = inuse;
+    return true;
 }
 
 void sm_mprof_tick(uint64_t now)
@@ -716,6 +738,8 @@ void sm_mprof_tick(uint64_t now)
         sm_mprof_write_named(__atomic_add_fetch(&file_seq, 1, __ATOMIC_RELAXED));
         next_interval = now + sm_opts.profile_interval_ns;
     }
+    if (grown())
+        sm_mprof_write_named(__atomic_add_fetch(&file_seq, 1, __ATOMIC_RELAXED));
 }
 
 void sm_mprof_init(void)

@@ -381,6 +381,8 @@ SM_HIDDEN const struct sm_option sm_options[] = {
     OPT("PROFILE", PATH, "", profile_prefix, "write a heap profile at exit"),
     OPT("PROFILE_SIGNAL", SIGNAL, "", profile_signal, "write a heap profile each time the signal arrives"),
     OPT("PROFILE_INTERVAL", DURATION, "", profile_interval_ns, "write a heap profile every interval"),
+    OPT("PROFILE_GROWTH", SIZE, "0", profile_growth,
+        "write a heap profile each time the heap in use (heap_inuse) passes its last high-water mark by this much (`0` off); like gperftools' `HEAP_PROFILE_INUSE_INTERVAL`"),
     OPT("CHECK", BOOL, "off", check,
         "checked mode: double frees, interior and foreign pointers, writes past the requested size and writes after free are reported and abort; about 3 times slower ([doc/checking.md](doc/checking.md))"),
     OPT_ENUM("STATS_FORMAT", "text", stats_json,
