@@ -9,11 +9,17 @@
  * holds and how many were opened, so the test knows the truth.
  *
  * Usage: leak_sessions DIR N   (writes DIR/p1.pb.gz and DIR/p2.pb.gz)
+ *        leak_sessions DIR N wait
+ * With "wait" it writes no profile: after each phase it creates
+ * DIR/p1.ready (p2.ready) and waits for DIR/p1.go (p2.go), so that the
+ * test can fetch the profile from the live endpoint meanwhile.
  */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 struct session {
     char *name;
@@ -43,8 +49,26 @@ void open_session(int id)
     sessions = s;
 }
 
+static int waiting;
+
+static void wait_for(const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%.2s.ready", dir, name);
+    fclose(fopen(path, "w"));
+    snprintf(path, sizeof path, "%s/%.2s.go", dir, name);
+    for (int i = 0; i < 6000 && access(path, F_OK) != 0; i++) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void profile(const char *dir, const char *name)
 {
+    if (waiting) {
+        wait_for(dir, name);
+        return;
+    }
     int (*write_profile)(const char *) =
         (int (*)(const char *))dlsym(RTLD_DEFAULT, "sm_write_heap_profile");
     char path[4096];
@@ -55,8 +79,9 @@ static void profile(const char *dir, const char *name)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3)
+    if (argc != 3 && !(argc == 4 && strcmp(argv[3], "wait") == 0))
         return 2;
+    waiting = argc == 4;
     int n = atoi(argv[2]);
     for (int i = 0; i < n; i++)
         open_session(i);

@@ -5,10 +5,14 @@
 // never freed.  Like leak_sessions.c it finds sm_write_heap_profile with
 // dlsym and writes DIR/p1.pb.gz and DIR/p2.pb.gz after two phases.
 //
-// Usage: leak_sessions_cc DIR N
+// Usage: leak_sessions_cc DIR N [wait]
+// With "wait", as leak_sessions.c: DIR/p1.ready, then wait for DIR/p1.go.
 #include <dlfcn.h>
+#include <time.h>
+#include <unistd.h>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -34,8 +38,19 @@ void SessionTable::open(int id)
     sessions_.push_back(s);
 }
 
+static bool waiting;
+
 static void profile(const char *dir, const char *name)
 {
+    if (waiting) {
+        std::string stem = std::string(dir) + "/" + std::string(name, 2);
+        std::fclose(std::fopen((stem + ".ready").c_str(), "w"));
+        for (int i = 0; i < 6000 && access((stem + ".go").c_str(), F_OK) != 0; i++) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, nullptr);
+        }
+        return;
+    }
     auto write_profile = reinterpret_cast<int (*)(const char *)>(
         dlsym(RTLD_DEFAULT, "sm_write_heap_profile"));
     std::string path = std::string(dir) + "/" + name;
@@ -45,8 +60,9 @@ static void profile(const char *dir, const char *name)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3)
+    if (argc != 3 && !(argc == 4 && std::strcmp(argv[3], "wait") == 0))
         return 2;
+    waiting = argc == 4;
     int n = std::atoi(argv[2]);
     SessionTable table;
     for (int i = 0; i < n; i++)

@@ -11,6 +11,11 @@
 # program leaked between the profiles.  Before profiles carried names, the
 # C++ run showed only [leak_sessions_cc] and [libstdc++.so.6.0.30].
 #
+# The same through the live endpoint: the programs run with "wait" and
+# SPANMALLOC_HTTP=127.0.0.1:0, and after each phase the test fetches
+# http://ADDR/debug/pprof/heap with go tool pprof itself (-proto for the
+# first, -top -base p1 URL for the second).
+#
 # The rate is 64 KiB: 76 MB leaked between the profiles give over a
 # thousand samples, so 20% is many standard deviations.  About 5 seconds.
 # Set SM_TEST_KEEP=1 to keep the files, SM_TEST_VERBOSE=1 to see pprof.
@@ -19,7 +24,7 @@
 
 set -u
 
-planned=9
+planned=13
 here=$(cd "$(dirname "$0")" && pwd)
 src=${srcdir:-$here/../..}
 LC_ALL=C
@@ -124,6 +129,7 @@ run() {
 
 check "C: leak_sessions (gcc -O2 -g) writes two profiles under LD_PRELOAD" \
 	run c "${CC:-cc}" "$src/tests/integration/leak_sessions.c"
+c_per=${per:-0}
 names "C: pprof -top -base without the binary names open_session" open_session "$truth"
 names "C: ... and with the binary" open_session "$truth" "$d/leak_sessions"
 # strdup is in libc, stripped to .dynsym: its frame is named, and the
@@ -135,6 +141,7 @@ check "C: the frame in stripped libc is named strdup, with the 96-byte names" \
 
 check "C++: leak_sessions.cc (g++ -O2 -g) writes two profiles under LD_PRELOAD" \
 	run cxx "${CXX:-c++}" "$src/tests/integration/leak_sessions.cc"
+cxx_per=${per:-0}
 names "C++: pprof -top -base without the binary names SessionTable::open" \
 	SessionTable::open "$truth"
 names "C++: ... and with the binary" SessionTable::open "$truth" "$d/leak_sessions"
@@ -142,6 +149,54 @@ check "C++: no frame of the program or libstdc++ is left as [file]" \
 	eval '! printf "%s\n" "$top_out" | grep -Eq "\[(leak_sessions|libstdc\+\+[^]]*)\]"'
 check "C++: names are demangled (no _Z symbol in the output)" \
 	eval '! printf "%s\n" "$top_out" | grep -q " _Z"'
+
+# ---- the same through the live endpoint -----------------------------------------
+
+# wait_file FILE: until it exists (60 s at most).
+wait_file() {
+	i=0
+	while [ ! -e "$1" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+	[ -e "$1" ]
+}
+
+# live LANG FUNC: run $tmp/LANG/leak_sessions (built above) with "wait" and
+# the endpoint; pprof fetches the heap after each phase.
+live() {
+	d=$tmp/$1/live
+	mkdir -p "$d"
+	$limit env SPANMALLOC_HTTP=127.0.0.1:0 LD_PRELOAD="$lib" SPANMALLOC_PROFILE_RATE=65536 \
+		"$tmp/$1/leak_sessions" "$d" $N wait >"$d/out" 2>"$d/err" &
+	lpid=$!
+	if ! wait_file "$d/p1.ready"; then
+		kill $lpid 2>/dev/null
+		diag "$(cat "$d/err")"
+		return 1
+	fi
+	addr=$(sed -n 's/^spanmalloc: http endpoint listening on //p' "$d/err")
+	url=http://$addr/debug/pprof/heap
+	pprof -proto -output "$d/p1.pb.gz" "$url" >/dev/null
+	touch "$d/p1.go"
+	wait_file "$d/p2.ready"
+	top_out=$(pprof -top -unit=B -base "$d/p1.pb.gz" "$url")
+	touch "$d/p2.go"
+	wait $lpid
+	rc=$?
+	e=$(bytes_of "$2")
+	if [ -n "${SM_TEST_VERBOSE:-}" ] || ! near "$e" "$truth" 20; then
+		diag "\$ go tool pprof -top -base p1.pb.gz $url" "$top_out"
+	fi
+	diag "$2 over $url: pprof $e B, leaked $truth B"
+	[ $rc -eq 0 ] && [ -n "$addr" ] && [ -s "$d/p1.pb.gz" ]
+}
+
+truth=$((c_per * N))
+check "C: under the endpoint, go tool pprof fetches URL/debug/pprof/heap after each phase" \
+	live c open_session
+check "C: go tool pprof -top -base p1 URL names open_session within 20%" near "$e" "$truth" 20
+truth=$((cxx_per * N))
+check "C++: the same run under the endpoint" live cxx SessionTable::open
+check "C++: go tool pprof -top -base p1 URL names SessionTable::open within 20%" \
+	near "$e" "$truth" 20
 
 [ $count -eq $planned ] || echo "# planned $planned checks, ran $count"
 [ $failed -eq 0 ] && [ $count -eq $planned ]
