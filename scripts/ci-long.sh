@@ -42,7 +42,7 @@
 #           select-only and TPC-B, runs taking turns; then a session with
 #           work_mem = 256MB sorts ~220 MB in memory and reads its backend's
 #           VmRSS 1 s later.  Pass: backend VmRSS <= 1.2 x glibc's, median
-#           TPS within 5% of glibc's.  Runs as the user postgres under root.
+#           TPS at least 95% of glibc's.  Runs as the user postgres under root.
 #
 # Prints one "PASS: name" or "FAIL: name" line per part with a result line
 # under it, then "N passed, N failed"; exits non-zero if a part failed.
@@ -732,8 +732,9 @@ part_postgres() {
 		for mode in select tpcb; do
 			local g s
 			g=$(echo "${tps[glibc-$mode]}" | median); s=$(echo "${tps[spanmalloc-$mode]}" | median)
-			awk -v g="$g" -v s="$s" 'BEGIN { exit !(s >= 0.95 * g && s <= 1.05 * g) }' ||
-				why="${why:+$why; }$mode TPS $s is not within 5% of glibc's $g"
+			# Slower by more than 5% fails; faster does not.
+			awk -v g="$g" -v s="$s" 'BEGIN { exit !(s >= 0.95 * g) }' ||
+				why="${why:+$why; }$mode TPS $s is more than 5% below glibc's $g"
 		done
 	fi
 	local summary

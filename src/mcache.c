@@ -287,6 +287,7 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
             errno = ENOMEM;
             return NULL;
         }
+        sm_worker_start();   /* checked mode too has the scavenger and the endpoint */
     } else {
         if (cc->head == NULL) {
             void *head;

@@ -348,6 +348,22 @@ static int count(const char *s, const char *needle)
     return n;
 }
 
+/* Checked mode serves every small object on the slow path: the worker (the
+ * interval log, the scavenger, the endpoint) starts there too.  sleep(1)
+ * makes only small allocations. */
+static void test_stats_env_checked(void **state)
+{
+    (void)state;
+    const char *lib = getenv("SPANMALLOC_LIB");
+    assert_non_null(lib);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "SPANMALLOC_CHECK=1 SPANMALLOC_STATS=500ms LD_PRELOAD=%s sleep 1.6", lib);
+    char *out = run_stderr(cmd);
+    int lines = count(out, "spanmalloc: time=");
+    print_message("# interval log lines of checked-mode sleep 1.6: %d\n", lines);
+    assert_true(lines >= 1);
+}
+
 static void test_stats_env(void **state)
 {
     (void)state;
@@ -424,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_reads),
         cmocka_unit_test(test_json_parses),
         cmocka_unit_test(test_stats_env),
+        cmocka_unit_test(test_stats_env_checked),
         cmocka_unit_test(test_rss_breakdown),
     };
     return cmocka_run_group_tests_name("memstats", tests, NULL, NULL);
