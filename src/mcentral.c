@@ -126,17 +126,11 @@ void *sm_mcentral_alloc_one(struct sm_mcentral *c, struct sm_mheap *h)
     return p;
 }
 
-/* Mark p free in its span (c->lock held); a span now all free goes on
- * *empty, to be given back.  from: the object whose link gave p. */
-static void put(struct sm_mcentral *c, void *p, const void *from, struct sm_mspan **empty)
+/* After objects of s were marked free (c->lock held): a span now all free
+ * goes on *empty, to be given back, unless it is the only partial span;
+ * one that was full becomes partial. */
+static void settle(struct sm_mcentral *c, struct sm_mspan *s, struct sm_mspan **empty)
 {
-    /* The page map already has to be read: checking that p is an object
-     * of this class before anything reads through it costs little. */
-    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
-    if (sm_unlikely(s == NULL || s->state != SM_SPAN_SMALL || s->sizeclass != c->sizeclass ||
-                    !sm_mspan_is_object(s, (uintptr_t)p)))
-        sm_freelist_corrupt("free", from, p);
-    sm_mspan_put(s, p);
     if (s->nfree == sm_class_to_nobjs[c->sizeclass] && (c->partial != s || s->next != NULL)) {
         set_list(c, s, SM_LIST_NONE);
         c->nspans--;
@@ -145,6 +139,29 @@ static void put(struct sm_mcentral *c, void *p, const void *from, struct sm_mspa
     } else if (s->list != SM_LIST_PARTIAL) {
         set_list(c, s, SM_LIST_PARTIAL);
     }
+}
+
+/* The span of p, an object given back to c, checked before anything reads
+ * through p: a small span of this class.  from: the object whose link
+ * gave p.  The page map already has to be read: the check costs little. */
+static struct sm_mspan *span_of(struct sm_mcentral *c, void *p, const void *from)
+{
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    if (sm_unlikely(s == NULL || s->state != SM_SPAN_SMALL || s->sizeclass != c->sizeclass))
+        sm_freelist_corrupt("free", from, p);
+    SM_DEBUG_ASSERT(s->npages == sm_class_to_npages[c->sizeclass]);
+    return s;
+}
+
+/* Mark p free in its span (c->lock held), checked first: an object of this
+ * class, at an object boundary. */
+static void put(struct sm_mcentral *c, void *p, const void *from, struct sm_mspan **empty)
+{
+    struct sm_mspan *s = span_of(c, p, from);
+    if (sm_unlikely(!sm_mspan_is_object(s, (uintptr_t)p)))
+        sm_freelist_corrupt("free", from, p);
+    sm_mspan_put(s, p);
+    settle(c, s, empty);
 }
 
 static void give_back_all(struct sm_mheap *h, struct sm_mspan *empty)
@@ -156,18 +173,55 @@ static void give_back_all(struct sm_mheap *h, struct sm_mspan *empty)
     }
 }
 
+/* A thread cache's list comes back in the order its objects were freed,
+ * so runs of them share a span (objects allocated together and freed
+ * together come from one span or two).  So the loop looks the span up in
+ * the page map, checks it and settles its lists once per run rather than
+ * once per object: tcmalloc's central free list finds the span of every
+ * object; mimalloc frees each object straight to its page's own list.
+ * Each object is still checked to be an object boundary of the span and
+ * not already free before its link is read. */
 void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n)
 {
     struct sm_mspan *empty = NULL;   /* spans to give back, linked by next */
     void *from = NULL;
     uintptr_t key = sm_freelist_key;
+    uint32_t cls = c->sizeclass;
+    uint64_t magic = sm_class_to_divmagic[cls];
+    uint32_t nobjs = sm_class_to_nobjs[cls];
+    uintptr_t elem = sm_class_to_size[cls];
+    uintptr_t span_bytes = (uintptr_t)sm_class_to_npages[cls] << SM_PAGE_SHIFT;
+    struct sm_mspan *s = NULL;       /* the current run's span */
+    uintptr_t base = 0;
     pthread_mutex_lock(&c->lock);
     for (uint32_t i = 0; i < n; i++) {
         void *p = head;
-        put(c, p, from, &empty);   /* checks p before its link is read */
+        uintptr_t off = (uintptr_t)p - base;
+        if (s == NULL || off >= span_bytes) {
+            if (s != NULL)
+                settle(c, s, &empty);
+            s = span_of(c, p, from);
+            base = s->base;
+            off = (uintptr_t)p - base;
+        }
+        /* sm_mspan_is_object and sm_mspan_put, the class's constants in
+         * registers. */
+        uint32_t idx = (uint32_t)(((uint64_t)off * magic) >> 32);
+        if (sm_unlikely(idx >= nobjs || (uintptr_t)idx * elem != off))
+            sm_freelist_corrupt("free", from, p);
+        uint32_t w = idx / 64;
+        uint64_t bit = (uint64_t)1 << (idx % 64);
+        if (sm_unlikely(s->freebits[w] & bit))
+            sm_bad_pointer("free", "double free of", p);
+        s->freebits[w] |= bit;
+        s->nfree++;
+        if (w < s->freeword)
+            s->freeword = w;
         head = (void *)((uintptr_t)*(void **)p ^ (uintptr_t)p ^ key);   /* sm_freelist_decode */
         from = p;
     }
+    if (s != NULL)
+        settle(c, s, &empty);
     pthread_mutex_unlock(&c->lock);
     give_back_all(h, empty);
 }

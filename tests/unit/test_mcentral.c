@@ -86,6 +86,67 @@ static void test_full_and_partial(void **state)
     sm_mheap_check(&f->h);
 }
 
+/* free_batch settles a span once per run of its objects: runs of one
+ * object (two spans interleaved) and long runs leave each span's count and
+ * list as one object at a time would. */
+static void test_free_batch_runs(void **state)
+{
+    struct fixture *f = *state;
+    uint32_t per_span = sm_class_to_nobjs[f->c.sizeclass];
+    enum { MAX = 512 };
+    static void *a[MAX], *b[MAX];
+    assert_true(per_span <= MAX && per_span >= 8);
+    void *head = NULL;
+    assert_int_equal(sm_mcentral_alloc_batch(&f->c, &f->h, 2 * per_span, &head), 2 * per_span);
+    assert_int_equal(spans_on(f->c.full), 2);
+    struct sm_mspan *sa = sm_pagemap_span((uintptr_t)head), *sb = NULL;
+    uint32_t na = 0, nb = 0;
+    for (void *p = head; p; p = sm_link_load(p)) {
+        if (sm_pagemap_span((uintptr_t)p) == sa) {
+            a[na++] = p;
+        } else {
+            sb = sm_pagemap_span((uintptr_t)p);
+            b[nb++] = p;
+        }
+    }
+    assert_int_equal(na, per_span);
+    assert_int_equal(nb, per_span);
+    /* Half of each, alternating: a run per object. */
+    void *list = NULL;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < per_span / 2; i++) {
+        sm_link_store(a[i], list);
+        list = a[i];
+        sm_link_store(b[i], list);
+        list = b[i];
+        n += 2;
+    }
+    sm_mcentral_free_batch(&f->c, &f->h, list, n);
+    assert_int_equal(sa->nfree, per_span / 2);
+    assert_int_equal(sb->nfree, per_span / 2);
+    assert_null(f->c.full);
+    assert_int_equal(spans_on(f->c.partial), 2);
+    /* The rest in two long runs: one span goes to the heap, the other
+     * stays as the only partial span. */
+    list = NULL;
+    n = 0;
+    for (uint32_t i = per_span / 2; i < per_span; i++) {
+        sm_link_store(b[i], list);
+        list = b[i];
+        n++;
+    }
+    for (uint32_t i = per_span / 2; i < per_span; i++) {
+        sm_link_store(a[i], list);
+        list = a[i];
+        n++;
+    }
+    sm_mcentral_free_batch(&f->c, &f->h, list, n);
+    assert_int_equal(f->c.nspans, 1);
+    assert_int_equal(f->c.partial->nfree, per_span);
+    assert_int_equal(f->h.st.pages_inuse, sm_class_to_npages[f->c.sizeclass]);
+    sm_mheap_check(&f->h);
+}
+
 static void test_objects_unique(void **state)
 {
     struct fixture *f = *state;
@@ -124,6 +185,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_refill_batch, setup),
         cmocka_unit_test_setup(test_full_and_partial, setup),
+        cmocka_unit_test_setup(test_free_batch_runs, setup),
         cmocka_unit_test_setup(test_objects_unique, setup),
     };
     sm_init();
