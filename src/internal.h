@@ -237,6 +237,19 @@ SM_INLINE bool sm_mspan_is_object(const struct sm_mspan *s, uintptr_t p)
     uint32_t idx = (uint32_t)(((uint64_t)off * sm_class_to_divmagic[s->sizeclass]) >> 32);
     return idx < sm_class_to_nobjs[s->sizeclass] && (uintptr_t)idx * s->elemsize == off;
 }
+/* Mark object idx of s (p, for the report) free: a double free aborts.
+ * The owning mcentral's lock held. */
+SM_INLINE void sm_mspan_put_index(struct sm_mspan *s, uint32_t idx, const void *p)
+{
+    uint32_t w = idx / 64;
+    uint64_t bit = (uint64_t)1 << (idx % 64);
+    if (sm_unlikely(s->freebits[w] & bit))
+        sm_bad_pointer("free", "double free of", p);
+    s->freebits[w] |= bit;
+    s->nfree++;
+    if (w < s->freeword)
+        s->freeword = w;
+}
 
 /* ---- mcentral.c ------------------------------------------------------- */
 SM_HIDDEN extern struct sm_mcentral sm_central[SM_NUM_SIZE_CLASSES];

@@ -204,19 +204,11 @@ void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *hea
             base = s->base;
             off = (uintptr_t)p - base;
         }
-        /* sm_mspan_is_object and sm_mspan_put, the class's constants in
-         * registers. */
+        /* sm_mspan_is_object, the class's constants in registers. */
         uint32_t idx = (uint32_t)(((uint64_t)off * magic) >> 32);
         if (sm_unlikely(idx >= nobjs || (uintptr_t)idx * elem != off))
             sm_freelist_corrupt("free", from, p);
-        uint32_t w = idx / 64;
-        uint64_t bit = (uint64_t)1 << (idx % 64);
-        if (sm_unlikely(s->freebits[w] & bit))
-            sm_bad_pointer("free", "double free of", p);
-        s->freebits[w] |= bit;
-        s->nfree++;
-        if (w < s->freeword)
-            s->freeword = w;
+        sm_mspan_put_index(s, idx, p);
         head = (void *)((uintptr_t)*(void **)p ^ (uintptr_t)p ^ key);   /* sm_freelist_decode */
         from = p;
     }

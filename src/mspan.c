@@ -106,13 +106,5 @@ void *sm_mspan_take_one(struct sm_mspan *s)
 
 void sm_mspan_put(struct sm_mspan *s, void *p)
 {
-    uint32_t i = sm_mspan_objindex(s, (uintptr_t)p);
-    uint32_t w = i / 64;
-    uint64_t bit = (uint64_t)1 << (i % 64);
-    if (sm_unlikely(s->freebits[w] & bit))
-        sm_bad_pointer("free", "double free of", p);
-    s->freebits[w] |= bit;
-    s->nfree++;
-    if (w < s->freeword)
-        s->freeword = w;
+    sm_mspan_put_index(s, sm_mspan_objindex(s, (uintptr_t)p), p);
 }

@@ -42,3 +42,28 @@ bail_out() {
 	echo "Bail out! $1"
 	exit 1
 }
+
+# need_lib: SPANMALLOC_LIB (set by make check) names the shared library;
+# sets $libdir and $lib to absolute paths, or bails out.
+need_lib() {
+	if [ -z "${SPANMALLOC_LIB:-}" ] || [ ! -f "$SPANMALLOC_LIB" ]; then
+		bail_out "SPANMALLOC_LIB (${SPANMALLOC_LIB:-unset}) names no shared library"
+	fi
+	libdir=$(cd "$(dirname "$SPANMALLOC_LIB")" && pwd)
+	lib=$libdir/$(basename "$SPANMALLOC_LIB")
+}
+
+# pprof ARGS...: go tool pprof in a sandbox under $tmp (its own HOME and
+# caches, no network, no remote symbols), run from $tmp, output and errors
+# on stdout.
+pprof() {
+	mkdir -p "$tmp/home/pproftmp"
+	(
+		HOME=$tmp/home GOCACHE=$tmp/home/gocache GOPATH=$tmp/home/gopath \
+		PPROF_TMPDIR=$tmp/home/pproftmp PPROF_BINARY_PATH=$tmp/home/binaries \
+		GOFLAGS= GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off
+		export HOME GOCACHE GOPATH PPROF_TMPDIR PPROF_BINARY_PATH GOFLAGS GOPROXY \
+			GOTOOLCHAIN GOTELEMETRY
+		cd "$tmp" && go tool pprof ${PPROF_FLAGS:-} "$@" 2>&1
+	)
+}

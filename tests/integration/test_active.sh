@@ -20,12 +20,7 @@ unset LD_PRELOAD SPANMALLOC_PROFILE SPANMALLOC_PROFILE_SIGNAL SPANMALLOC_PROFILE
 
 echo "1..$planned"
 
-if [ -z "${SPANMALLOC_LIB:-}" ] || [ ! -f "$SPANMALLOC_LIB" ]; then
-	echo "Bail out! SPANMALLOC_LIB (${SPANMALLOC_LIB:-unset}) names no shared library"
-	exit 1
-fi
-libdir=$(cd "$(dirname "$SPANMALLOC_LIB")" && pwd)
-lib=$libdir/$(basename "$SPANMALLOC_LIB")
+need_lib
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sm-active.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT

@@ -40,16 +40,11 @@ unset LD_PRELOAD SPANMALLOC_PROFILE SPANMALLOC_PROFILE_SIGNAL SPANMALLOC_PROFILE
 
 echo "1..$planned"
 
-if [ -z "${SPANMALLOC_LIB:-}" ] || [ ! -f "$SPANMALLOC_LIB" ]; then
-	echo "Bail out! SPANMALLOC_LIB (${SPANMALLOC_LIB:-unset}) names no shared library"
-	exit 1
-fi
+need_lib
 if ! command -v go >/dev/null 2>&1; then
 	skip $planned "go is not installed (Debian: golang-go)"
 	exit 0
 fi
-libdir=$(cd "$(dirname "$SPANMALLOC_LIB")" && pwd)
-lib=$libdir/$(basename "$SPANMALLOC_LIB")
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sm-mprof.XXXXXX") || exit 1
 cleanup() {
@@ -66,18 +61,8 @@ trap '' PIPE
 
 # --- pprof --------------------------------------------------------------------
 
-# go in a sandbox: its own HOME and caches, no network, no remote symbols.
-mkdir -p "$tmp/home/pproftmp"
-pprof() {
-	(
-		HOME=$tmp/home GOCACHE=$tmp/home/gocache GOPATH=$tmp/home/gopath \
-		PPROF_TMPDIR=$tmp/home/pproftmp PPROF_BINARY_PATH=$tmp/home/binaries \
-		GOFLAGS= GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off
-		export HOME GOCACHE GOPATH PPROF_TMPDIR PPROF_BINARY_PATH GOFLAGS GOPROXY \
-			GOTOOLCHAIN GOTELEMETRY
-		cd "$tmp" && go tool pprof -symbolize=local "$@" 2>&1
-	)
-}
+# go tool pprof (tap.sh) with local symbolization only.
+PPROF_FLAGS=-symbolize=local
 
 # top INDEX FILE [BASE]: pprof -top in bytes; the text is in $top_out.
 top() {

@@ -25,16 +25,11 @@ unset LD_PRELOAD SPANMALLOC_PROFILE SPANMALLOC_PROFILE_SIGNAL SPANMALLOC_PROFILE
 
 echo "1..$planned"
 
-if [ -z "${SPANMALLOC_LIB:-}" ] || [ ! -f "$SPANMALLOC_LIB" ]; then
-	echo "Bail out! SPANMALLOC_LIB (${SPANMALLOC_LIB:-unset}) names no shared library"
-	exit 1
-fi
+need_lib
 if ! command -v go >/dev/null 2>&1; then
 	echo "Bail out! go is not installed (Debian: golang-go)"
 	exit 1
 fi
-libdir=$(cd "$(dirname "$SPANMALLOC_LIB")" && pwd)
-lib=$libdir/$(basename "$SPANMALLOC_LIB")
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sm-growth.XXXXXX") || exit 1
 cleanup() {
@@ -43,17 +38,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-mkdir -p "$tmp/home/pproftmp"
-pprof() {
-	(
-		HOME=$tmp/home GOCACHE=$tmp/home/gocache GOPATH=$tmp/home/gopath \
-		PPROF_TMPDIR=$tmp/home/pproftmp PPROF_BINARY_PATH=$tmp/home/binaries \
-		GOFLAGS= GOPROXY=off GOTOOLCHAIN=local GOTELEMETRY=off
-		export HOME GOCACHE GOPATH PPROF_TMPDIR PPROF_BINARY_PATH GOFLAGS GOPROXY \
-			GOTOOLCHAIN GOTELEMETRY
-		cd "$tmp" && go tool pprof "$@" 2>&1
-	)
-}
 # inuse FILE: the profile's inuse_space total in bytes.
 inuse() {
 	pprof -top -unit=B -sample_index=inuse_space "$1" |

@@ -23,11 +23,7 @@ unset LD_PRELOAD SPANMALLOC_PROFILE SPANMALLOC_PROFILE_SIGNAL SPANMALLOC_PROFILE
 
 echo "1..$planned"
 
-if [ -z "${SPANMALLOC_LIB:-}" ] || [ ! -f "$SPANMALLOC_LIB" ]; then
-	echo "Bail out! SPANMALLOC_LIB (${SPANMALLOC_LIB:-unset}) names no shared library"
-	exit 1
-fi
-libdir=$(cd "$(dirname "$SPANMALLOC_LIB")" && pwd)
+need_lib
 pcdir=$(cd "$libdir/../.." && pwd)
 if [ ! -f "$libdir/libspanmalloc.a" ] || [ ! -f "$pcdir/spanmalloc.pc" ]; then
 	echo "Bail out! no libspanmalloc.a in $libdir or spanmalloc.pc in $pcdir"
