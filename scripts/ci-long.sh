@@ -543,7 +543,7 @@ part_stress() {
 		fi
 	done
 	local lines prof
-	lines=$(grep -c '^spanmalloc: alloc=' "$log/stress-profile.err")
+	lines=$(grep -c '^spanmalloc: time=' "$log/stress-profile.err")
 	[ "$lines" -ge $((STRESS_PROFILE_SECONDS * 3 / 4)) ] ||
 		why="${why:+$why; }SPANMALLOC_STATS=1s printed $lines stats lines in $STRESS_PROFILE_SECONDS s"
 	prof=$(ls "$log"/profile/stress.*.heap.pb.gz 2>/dev/null | head -n 1)
@@ -552,7 +552,7 @@ part_stress() {
 	fi
 	local other
 	other=$(cat "$log/stress-profile.err" "$log/stress-spanmalloc.err" |
-		grep -v -e '^spanmalloc: alloc=' -e '^spanmalloc: heap profile written to ' | grep -m 1 spanmalloc)
+		grep -v -e '^spanmalloc: time=' -e '^spanmalloc: heap profile written to ' | grep -m 1 spanmalloc)
 	[ -n "$other" ] && why="${why:+$why; }the library complained: $other"
 	local kg ks kp og os op
 	kg=$(get stress-glibc rss); ks=$(get stress-spanmalloc rss); kp=$(get stress-profile rss)
