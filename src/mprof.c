@@ -86,12 +86,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
-#include <math.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "fmath.h"
 #include "internal.h"
 #include "mprof.h"
 #include "spanmalloc.h"
@@ -183,7 +183,7 @@ intptr_t sm_mprof_next_sample(struct sm_mcache *c)
         return 0;
     /* u in (0, 1]; -ln(u) * rate, capped at 20 means as Go does. */
     double u = ((double)(next_random(c) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double d = -log(u) * (double)rate;
+    double d = -sm_ln(u) * (double)rate;
     if (d > 20.0 * (double)rate)
         d = 20.0 * (double)rate;
     if (d > (double)(INTPTR_MAX / 2))

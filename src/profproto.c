@@ -64,12 +64,12 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include "fmath.h"
 #include "os.h"
 #include "profproto.h"
 #include "symbolize.h"
@@ -803,7 +803,7 @@ void sm_profproto_scale(uint64_t count, uint64_t size, uint64_t rate,
         return;
     }
     double avg = (double)size / (double)count;
-    double scale = 1 / (1 - exp(-avg / (double)rate));
+    double scale = 1 / (1 - sm_exp(-avg / (double)rate));
     *count_out = to_i64((double)count * scale);
     *size_out = to_i64((double)size * scale);
 }

@@ -42,6 +42,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fmath.h"
 #include "internal.h"
 #include "mprof.h"
 #include "spanmalloc.h"
@@ -525,6 +526,45 @@ static void test_unwinder_malloc_not_sampled(void **state)
 
 /* ---- metadata ------------------------------------------------------------------------ */
 
+/* The sampler's ln and the profile writer's exp (src/fmath.h, which spare
+ * the library libm) agree with libm's to a few units in the last place
+ * over the arguments they get: u in (0, 1] down to 2^-53, and -size/rate
+ * from 0 to far below the underflow. */
+static void test_fmath_matches_libm(void **state)
+{
+    (void)state;
+    double worst_ln = 0, worst_exp = 0;
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double u = ((double)(x >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+        if (i % 4 == 1)
+            u = ldexp(u, -(int)(x % 1000)); /* tiny and subnormal too */
+        double want = log(u), got = sm_ln(u);
+        double err = want == 0 ? fabs(got) : fabs(got - want) / fabs(want);
+        if (err > worst_ln)
+            worst_ln = err;
+        double t = -(double)(x % 800000) / 1000.0 * (i % 2 ? 1.0 : 0.001);
+        want = exp(t), got = sm_exp(t);
+        if (want >= 0x1p-1022) {
+            err = fabs(got - want) / want;
+            if (err > worst_exp)
+                worst_exp = err;
+        } else {
+            assert_true(fabs(got - want) <= 0x1p-1070);
+        }
+    }
+    printf("# worst relative error: ln %.3g, exp %.3g\n", worst_ln, worst_exp);
+    assert_true(worst_ln < 1e-15); /* 4.5 units in the last place */
+    assert_true(worst_exp < 1e-15);
+    assert_true(sm_ln(1.0) == 0.0);
+    assert_true(sm_exp(0.0) == 1.0);
+    assert_true(sm_exp(-800.0) == 0.0);
+    assert_true(isinf(sm_ln(0.0)) && sm_ln(0.0) < 0);
+    assert_true(fabs(sm_exp(1.0) - M_E) <= 2 * M_E * 0x1p-53);
+    assert_true(fabs(sm_ln(M_E) - 1.0) <= 2 * 0x1p-53);
+}
+
 static void test_metadata_in_other_sys(void **state)
 {
     (void)state;
@@ -555,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_sampling_statistics),
         cmocka_unit_test(test_unwinder_malloc_not_sampled),
         cmocka_unit_test(test_metadata_in_other_sys),
+        cmocka_unit_test(test_fmath_matches_libm),
     };
     return cmocka_run_group_tests_name("mprof", tests, NULL, NULL);
 }
