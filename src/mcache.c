@@ -143,6 +143,10 @@ static struct sm_mcache *cache_create(void)
     pthread_mutex_lock(&sm_mcache_lock);
     struct sm_mcache *c = sm_fixalloc_alloc(&sm_mcache_cachealloc);
     if (c != NULL) {
+        /* Set before the scavenger can see the cache (sm_mcache_mark_idle
+         * reads it under this lock). */
+        __atomic_store_n(&c->active_epoch, __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED),
+                         __ATOMIC_RELAXED);
         c->all_next = sm_mcache_all;
         if (sm_mcache_all)
             sm_mcache_all->all_prev = c;
@@ -161,7 +165,6 @@ static struct sm_mcache *cache_create(void)
         c->bysize[i] = &c->c[sm_size_to_class16[i]];
     c->rng = ((uintptr_t)c ^ sm_nanotime()) | 1;
     c->flush_gen = __atomic_load_n(&sm_flush_gen, __ATOMIC_RELAXED);
-    c->active_epoch = __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED);
     c->sample_left = sm_mprof_next_sample(c);
     sm_tls_mcache = c;
     tls_state = 1;
