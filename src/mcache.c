@@ -8,7 +8,9 @@
  * Go's emptymspan).  Refills take a batch from mcentral; a free that finds
  * its list at the bound first gives the whole list back.  Batch sizes follow
  * tcmalloc: about 32 KiB of objects, at least 2 and at most 64; a list holds
- * at most two batches, so a thread caches at most ~64 KiB per class.
+ * at most two batches, so a thread caches at most ~64 KiB per class.  A
+ * class's first refills in a thread are smaller (4, 8, 16 objects: slow
+ * start, below), so a class a thread barely uses costs it little memory.
  *
  * Why the whole list and not half (tcmalloc and jemalloc keep part): to cut
  * a list, the cut must be found by following the links, one dependent load
@@ -250,6 +252,26 @@ static void note_active(struct sm_mcache *c)
     }
 }
 
+/* Slow start (tcmalloc's thread cache grows a list's max_length from 1 by
+ * each fetch): a class's first refill in a thread takes SM_REFILL_FIRST
+ * objects and each next one twice as many, up to the class's batch.  A
+ * batch is 32 KiB of objects (2 to 64 of them), and every object taken is
+ * written (its link), so a thread that uses a class for a few objects
+ * would otherwise make 32 KiB of it resident: with 8 threads over the 31
+ * classes up to 1 KiB, most of a MiB.  Loops reach the full batch after
+ * four refills.  A flush (idle, sm_free_os_memory) starts over. */
+#define SM_REFILL_FIRST 4
+
+static uint32_t refill_count(struct sm_mcache *c, uint32_t cls, uint32_t bound)
+{
+    uint32_t batch = sm_class_batch[cls];
+    uint32_t want = c->fetch[cls] ? c->fetch[cls] : SM_REFILL_FIRST;
+    if (want > batch)
+        want = batch;
+    c->fetch[cls] = (uint8_t)(2 * want < batch ? 2 * want : batch);
+    return want < bound ? want : bound;
+}
+
 /* The fast path has counted size down on this thread's cache
  * (sm_sample_countdown) before it came here. */
 void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
@@ -294,7 +316,7 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
     } else {
         if (cc->head == NULL) {
             void *head;
-            uint32_t want = sm_class_batch[cls] < cc->bound ? sm_class_batch[cls] : cc->bound;
+            uint32_t want = refill_count(c, cls, cc->bound);
             uint32_t n = sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, want, &head);
             if (n == 0) {
                 errno = ENOMEM;
@@ -413,6 +435,7 @@ void sm_mcache_flush(struct sm_mcache *c)
 {
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
         drain(&c->c[cls], cls);
+    memset(c->fetch, 0, sizeof c->fetch);
     sm_largecache_flush(c);
 }
 

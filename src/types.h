@@ -249,6 +249,8 @@ struct sm_mcache {
     uint32_t drain_req;        /* set by the scavenger: idle, give the
                                   lists back at the next slow path */
     uint64_t rng;              /* profiler's random state */
+    uint8_t fetch[SM_NUM_SIZE_CLASSES];  /* objects the class's next refill
+                                  takes (slow start, mcache.c); 0: the first */
     struct sm_largecache large;  /* freed large spans for reuse */
 };
 

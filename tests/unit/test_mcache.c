@@ -1,6 +1,7 @@
 /*
  * test_mcache.c - the thread cache: made on first use, bounded lists,
- * batches from mcentral and whole lists back to it, given back at thread
+ * batches from mcentral (slow start: 4, 8, 16, then a batch) and whole
+ * lists back to it, given back at thread
  * exit; the budget all caches share, whatever the number of threads; an
  * idle thread's lists given back at the scavenger's request; and
  * the OS layer's fault hook turning mmap failures into ENOMEM.
@@ -78,6 +79,45 @@ static void test_flush(void **state)
     for (uint32_t c = 1; c < SM_NUM_SIZE_CLASSES; c++)
         assert_int_equal(sm_cacheclass_count(&sm_tls_mcache->c[c]), 0);
     assert_null(sm_tls_mcache->c[cls].head);
+}
+
+/* Slow start: in a new thread a class's refills take 4, 8, 16, then the
+ * batch's objects; a flush starts over. */
+static void *slow_start_body(void *arg)
+{
+    uint32_t *sizes = arg;
+    uint32_t cls = sm_size_to_class(1024);
+    struct sm_cacheclass *cc = &sm_tls_mcache->c[cls];
+    static void *objs[200];
+    int k = 0, n = 0;
+    for (int i = 0; i < 100 && k < 6; i++) {
+        uint32_t before = sm_tls_mcache == &sm_mcache_empty ? 0 : sm_cacheclass_count(cc);
+        objs[n++] = malloc(1024);
+        cc = &sm_tls_mcache->c[cls];
+        if (before == 0)
+            sizes[k++] = sm_cacheclass_count(cc) + 1;
+    }
+    for (int i = 0; i < n; i++)
+        free(objs[i]);
+    sm_mcache_flush(sm_tls_mcache);
+    void *p = malloc(1024);
+    sizes[6] = sm_cacheclass_count(cc) + 1;
+    free(p);
+    return NULL;
+}
+
+static void test_refill_slow_start(void **state)
+{
+    (void)state;
+    uint32_t cls = sm_size_to_class(1024);
+    assert_int_equal(sm_class_batch[cls], 32);
+    uint32_t sizes[7] = {0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_start_body, sizes), 0);
+    pthread_join(t, NULL);
+    uint32_t want[7] = {4, 8, 16, 32, 32, 32, 4};
+    for (int i = 0; i < 7; i++)
+        assert_int_equal(sizes[i], want[i]);
 }
 
 static uint64_t dead_mallocs(uint32_t cls)
@@ -212,6 +252,7 @@ static void test_budget_shared_by_threads(void **state)
 static pthread_barrier_t idle_bar;
 static struct sm_mcache *idle_cache;
 static size_t idle_before, idle_after;
+static uint32_t idle_before_1k, idle_after_1k;
 
 static void *idle_worker(void *arg)
 {
@@ -223,10 +264,12 @@ static void *idle_worker(void *arg)
         free(v[i]);
     idle_cache = sm_tls_mcache;
     idle_before = sm_mcache_cached_bytes(idle_cache);
+    idle_before_1k = sm_cacheclass_count(&idle_cache->c[sm_size_to_class(1024)]);
     pthread_barrier_wait(&idle_bar);   /* filled; now idle while main ticks */
     pthread_barrier_wait(&idle_bar);
     free(malloc(20000));               /* a class it never used: a slow path */
     idle_after = sm_mcache_cached_bytes(idle_cache);
+    idle_after_1k = sm_cacheclass_count(&idle_cache->c[sm_size_to_class(1024)]);
     pthread_barrier_wait(&idle_bar);
     return NULL;
 }
@@ -238,7 +281,8 @@ static void test_idle_cache_drained(void **state)
     assert_int_equal(pthread_barrier_init(&idle_bar, NULL, 2), 0);
     assert_int_equal(pthread_create(&t, NULL, idle_worker, NULL), 0);
     pthread_barrier_wait(&idle_bar);
-    assert_true(idle_before >= 32 * 1024);    /* a list of 1 KiB objects */
+    assert_true(idle_before >= 16 * 1024);    /* a list of 1 KiB objects */
+    assert_true(idle_before_1k >= 16);
     /* Ticks with no slow path in the thread: it is asked to drain... */
     for (int i = 0; i <= SM_LARGECACHE_IDLE_TICKS; i++)
         sm_scavenge_tick(sm_nanotime());
@@ -249,6 +293,7 @@ static void test_idle_cache_drained(void **state)
     assert_int_equal(__atomic_load_n(&idle_cache->drain_req, __ATOMIC_RELAXED), 0);
     uint32_t cls = sm_size_to_class(20000);
     assert_true(idle_after <= (size_t)sm_class_batch[cls] * sm_class_to_size[cls]);
+    assert_int_equal(idle_after_1k, 0);
     pthread_join(t, NULL);
     pthread_barrier_destroy(&idle_bar);
 }
@@ -259,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_cache_made_on_first_use),
         cmocka_unit_test(test_bounds),
         cmocka_unit_test(test_flush),
+        cmocka_unit_test(test_refill_slow_start),
         cmocka_unit_test(test_thread_exit_returns_cache),
         cmocka_unit_test(test_budget_shared_by_threads),
         cmocka_unit_test(test_idle_cache_drained),
