@@ -4,10 +4,10 @@
  *
  * The sampler draws exponential intervals (-ln(u) * rate) and the profile
  * writer undoes the sampling (1 / (1 - exp(-size/rate))).  Linking libm for
- * those two calls costs every process that preloads the library about half
- * a MiB of resident memory: the dynamic loader maps libm, runs its IFUNC
- * resolvers (spread over its text) and walks its hash tables on every
- * symbol look-up of the program.  Go's runtime draws its sample intervals
+ * those two calls cost a program that does not link it itself (most small
+ * C programs) about half a MiB of resident memory: the dynamic loader maps
+ * libm, runs its IFUNC resolvers (spread over its text) and walks its hash
+ * tables on every symbol look-up of the program.  Go's runtime draws its sample intervals
  * without libm too (a small log2 table); here a short series is exact to a
  * few units in the last place, which the profile's arithmetic needs.
  *
