@@ -22,7 +22,10 @@
  * without frame pointers unwind), leaves out our own frames (its own and
  * the slow path's, always ours, then any whose address is in this library's
  * text, then C++'s operator new, so the leaf is the function that
- * allocated), and charges the bucket of that stack and size.  The size must
+ * allocated), and charges the bucket of that stack and size (the bucket
+ * of the thread's last sample when the capture says its frames are the
+ * last capture's, which spares the hash and the table: a loop that
+ * allocates samples from one stack).  The size must
  * be what the countdown was decreased by, or the writer's scaling is
  * biased.  Buckets are keyed by stack and size, as Go's are, so the writer
  * scales each with its exact object size.  They live in a hash table in
@@ -158,6 +161,12 @@ static int nown_text;
 static __thread uint8_t tls_busy __attribute__((tls_model("initial-exec")));
 static __thread uint8_t tls_armed __attribute__((tls_model("initial-exec")));
 static __thread uint8_t tls_expired_armed __attribute__((tls_model("initial-exec")));
+/* The thread's last sample: the id of its stack capture and its bucket.
+ * A capture with the same id has the same frames, so a sample of the same
+ * size goes to the same bucket without hashing the stack or probing the
+ * table (buckets are never freed, and their size never changes). */
+static __thread uint64_t tls_last_id __attribute__((tls_model("initial-exec")));
+static __thread struct sm_mprof_bucket *tls_last_bucket __attribute__((tls_model("initial-exec")));
 
 /* ---- when to sample ------------------------------------------------------ */
 
@@ -482,17 +491,24 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
     __builtin_prefetch(&special_alloc, 1);
     tls_busy = 1;
     uintptr_t pcs[SM_STACK_MAX + 16];
-    int n = sm_stack_capture(pcs, SM_STACK_MAX + 16, SM_MPROF_SKIP);
-    int skip = frames_to_strip(pcs, n);
-    const uintptr_t *stk = pcs + skip;
-    n -= skip;
-    if (n > SM_STACK_MAX)
-        n = SM_STACK_MAX;
-
-    uint64_t h = hash_stack(stk, n, size);
+    uint64_t id;
+    int n = sm_stack_capture_id(pcs, SM_STACK_MAX + 16, SM_MPROF_SKIP, &id);
+    struct sm_mprof_bucket *last = tls_last_bucket;
+    const uintptr_t *stk = pcs;
+    uint64_t h = 0;
+    if (id == 0 || id != tls_last_id || last == NULL || last->size != size) {
+        last = NULL;
+        int skip = frames_to_strip(pcs, n);
+        stk = pcs + skip;
+        n -= skip;
+        if (n > SM_STACK_MAX)
+            n = SM_STACK_MAX;
+        h = hash_stack(stk, n, size);
+    }
+    struct sm_mprof_bucket *got = NULL;
     pthread_mutex_lock(&prof_lock);
     /* The bucket's slot is fetched while the special goes in. */
-    if (table_cap != 0)
+    if (last == NULL && table_cap != 0)
         __builtin_prefetch(&table[h & (table_cap - 1)]);
     struct sm_special *sp = special_new();
     if (sp != NULL) {
@@ -500,7 +516,8 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
         struct sm_special *stale = span_add_special(s, sp);
         if (stale != NULL)
             special_done(stale);
-        struct sm_mprof_bucket *b = bucket_get(h, stk, n, size);
+        struct sm_mprof_bucket *b = last != NULL ? last : bucket_get(h, stk, n, size);
+        got = b;
         if (b != NULL) {
             b->alloc_objects++;
             b->alloc_bytes += size;
@@ -512,6 +529,8 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
         }
     }
     pthread_mutex_unlock(&prof_lock);
+    tls_last_id = id;
+    tls_last_bucket = got;
     tls_busy = 0;
 }
 

@@ -68,7 +68,8 @@
  * descriptor (%fs:0) at the top of its stack, and the main thread's stack
  * ends at __libc_stack_end; a stack pointer that is below neither by at
  * most the stack size limit (an alternate signal stack, a coroutine's
- * stack) sends the capture to libgcc.  Nothing is kept per thread.
+ * stack) sends the capture to libgcc.  A thread keeps only its last walk
+ * (struct memo below).
  *
  * Measured with callgrind on the development machine: a 9-frame capture
  * takes about 600 instructions by the cached walk against 15700 through
@@ -678,6 +679,45 @@ static int boot_state;               /* 0, 1 in progress, 2 done */
 #define RECENT_MAX 16
 static uint64_t *recent[RECENT_MAX];
 
+/* ---- the thread's last walk -------------------------------------------------
+ * A thread's next sample is most often taken on the stack of its last one
+ * (a loop that allocates), so each thread keeps its last complete walk
+ * through start-up code when every frame in it found its caller from rsp
+ * (code without frame pointers, which is most code built with -O2): then
+ * where each return address was read, as an offset from the first stack
+ * pointer, is fixed by the return addresses before it.  The next walk
+ * from the same return address reads the words at those offsets: if each
+ * is the return address the last walk found there, it would follow the
+ * same rules to the same words (the rule of start-up code is a function of
+ * the address alone), so its frames are the last walk's, at a load and a
+ * compare a frame instead of a look-up, a decode and the checks (about 60
+ * instructions).  Every word read is still between the stack pointer and
+ * the stack's top.  The capture then says so through
+ * sm_stack_capture_id, which lets the profiler reuse the bucket it found
+ * for those frames.  Emptying the cache (an unload, or a test's rule)
+ * bumps memo_gen, which retires every thread's memo. */
+#define MEMO_MAX 48
+enum { MEMO_END_RULE, MEMO_END_MAX, MEMO_END_ZERO };
+struct memo {
+    uint64_t gen;                    /* memo_gen when recorded; 0: none */
+    uint64_t id;                     /* names the capture recorded */
+    uint64_t seq;                    /* ids given on this thread */
+    int max, skip;                   /* the capture's */
+    int n;                           /* frames visited, pc[0..n) */
+    int end;                         /* how the walk ended, MEMO_END_* */
+    uint32_t reach;                  /* words read: at[] < reach */
+    uint32_t zero_at;                /* MEMO_END_ZERO: where 0 was read */
+    uintptr_t pc[MEMO_MAX];
+    uint32_t at[MEMO_MAX];           /* pc[i] was read at sp0 + 8 * at[i], i > 0 */
+};
+static __thread struct memo tls_memo __attribute__((tls_model("initial-exec")));
+static uint64_t memo_gen = 1;        /* atomic */
+
+static void memo_retire_all(void)
+{
+    __atomic_add_fetch(&memo_gen, 1, __ATOMIC_ACQ_REL);
+}
+
 static uint64_t *set_of(uintptr_t a)
 {
     uint64_t tag = a >> 12;
@@ -770,6 +810,7 @@ void sm_stack_cache_set(uintptr_t pc, const struct sm_frame_rule *r)
     uint64_t w1 = __atomic_load_n(&set[1], __ATOMIC_RELAXED);
     int way = (w1 >> TAG_SHIFT) == (uint64_t)(pc >> 12) && (w1 & 3) != 0 ? 1 : 0;
     __atomic_store_n(&set[way], w, __ATOMIC_RELAXED);
+    memo_retire_all();
 }
 
 /* ---- invalidation: dlclose may put other code at a cached address -----------
@@ -795,6 +836,7 @@ static bool check_unloads(void)
         return false;
     for (size_t i = 0; i < NSLOTS; i++)
         __atomic_store_n(&rule_cache[i], 0, __ATOMIC_RELAXED);
+    memo_retire_all();
     __atomic_store_n(&cache_subs, subs, __ATOMIC_RELEASE);
     count(&n_flush);
     return true;
@@ -845,20 +887,59 @@ static uintptr_t stack_top(uintptr_t sp)
     return 0;
 }
 
+/* The last walk again, if the stack still holds its return addresses
+ * where it found them: the number of frames, or -1. */
+__attribute__((no_sanitize_address, no_sanitize_thread))
+static int walk_again(const struct memo *m, uintptr_t *pcs, uintptr_t sp, uintptr_t hi)
+{
+    if (hi - sp < (uintptr_t)m->reach * 8)
+        return -1;
+    const uintptr_t *base = (const uintptr_t *)sp;
+    for (int i = 1; i < m->n; i++)
+        if (base[m->at[i]] != m->pc[i])
+            return -1;
+    if (m->end == MEMO_END_ZERO && base[m->zero_at] != 0)
+        return -1;
+    int n = m->n - m->skip;
+    if (n < 0)
+        n = 0;
+    memcpy(pcs, m->pc + m->skip, (size_t)n * sizeof *pcs);
+    return n;
+}
+
 /* Walk from the frame that returns to pc with stack pointer sp and frame
  * pointer bp, by cached rules.  Returns the number of frames, or -1 if a
  * frame needs libgcc or an address to read is not on the stack.  Either
  * way, a walk that used a rule for code loaded after start-up then checks
- * for unloaded code, so a stale rule that sent it astray goes too. */
+ * for unloaded code, so a stale rule that sent it astray goes too.  *id is
+ * the thread's memo of these frames (see struct memo), or 0. */
 __attribute__((no_sanitize_address, no_sanitize_thread))
-static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, uintptr_t bp)
+static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, uintptr_t bp,
+                uint64_t *id)
 {
+    *id = 0;
     if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2 || rule_cache == NULL)
         return -1;
     uintptr_t hi = stack_top(sp);
     if (hi == 0)
         return -1;
+    struct memo *m = &tls_memo;
+    uint64_t gen = __atomic_load_n(&memo_gen, __ATOMIC_ACQUIRE);
+    if (m->gen == gen && m->pc[0] == pc && m->max == max && m->skip == skip) {
+        int n = walk_again(m, pcs, sp, hi);
+        if (n >= 0) {
+            *id = m->id;
+            return n;
+        }
+    }
+    const uintptr_t sp0 = sp;
+    const int skip0 = skip;
     bool late_code = false;   /* a rule for code that may be unloaded was used */
+    bool flat = true;         /* every CFA came from rsp */
+    int end = MEMO_END_ZERO;
+    uint32_t last_at = 0;     /* where pc was read */
+    uintptr_t step_pc[MEMO_MAX];
+    uint32_t step_at[MEMO_MAX];
     /* Samples come from few stacks: fetch the lines the last walk needed
      * now, at once, instead of one after another as the walk reaches them. */
     for (int i = 0; i < RECENT_MAX; i++) {
@@ -867,14 +948,21 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
             break;
         __builtin_prefetch(r);
     }
-    int n = 0, depth = 0;
+    int n = 0, depth = 0, k = 0;
     while (pc != 0) {
+        if (k < MEMO_MAX) {
+            step_pc[k] = pc;
+            step_at[k] = last_at;
+        }
+        k++;
         if (skip > 0) {
             skip--;
         } else {
             pcs[n++] = pc;
-            if (n == max)
+            if (n == max) {
+                end = MEMO_END_MAX;
                 break;
+            }
         }
         uintptr_t a = pc - 1, cfa_off, rbp_at;
         bool from_rbp;
@@ -889,8 +977,10 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         uint64_t w = cache_lookup(set, a);
         if (w != 0) {
             late_code |= (w & W_BOOT) == 0;
-            if ((w & 3) == SM_FRAME_END)
+            if ((w & 3) == SM_FRAME_END) {
+                end = MEMO_END_RULE;
                 break;
+            }
             if ((w & 3) != SM_FRAME_SIMPLE)
                 goto give_up;
             from_rbp = (w & W_FROM_RBP) != 0;
@@ -899,14 +989,17 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         } else {
             struct sm_frame_rule r;
             late_code |= !rule_miss(a, set, &r);
-            if (r.kind == SM_FRAME_END)
+            if (r.kind == SM_FRAME_END) {
+                end = MEMO_END_RULE;
                 break;
+            }
             if (r.kind != SM_FRAME_SIMPLE)
                 goto give_up;
             from_rbp = r.cfa_rbp;
             cfa_off = r.cfa_off;
             rbp_at = r.rbp_at;
         }
+        flat &= !from_rbp;
         uintptr_t cfa = (from_rbp ? bp : sp) + cfa_off;
         if (cfa < sp + 8 || cfa > hi || (cfa & 7))
             goto give_up;
@@ -918,9 +1011,34 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         }
         pc = *(const uintptr_t *)(cfa - 8);
         sp = cfa;
+        last_at = (uint32_t)((cfa - 8 - sp0) >> 3);
     }
     if (late_code && check_unloads())
         return -1;
+    if (!late_code && flat && k <= MEMO_MAX && k > 0) {
+        /* A signal handler's walk while this is written sees no memo, and
+         * if it writes one itself, neither is kept. */
+        uint64_t seq = m->seq + 1;
+        m->seq = seq;
+        m->gen = 0;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        memcpy(m->pc, step_pc, (size_t)k * sizeof *step_pc);
+        memcpy(m->at, step_at, (size_t)k * sizeof *step_at);
+        m->n = k;
+        m->max = max;
+        m->skip = skip0;
+        m->end = end;
+        m->zero_at = last_at;
+        m->reach = last_at + 1;
+        m->id = seq;
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (m->seq == seq) {
+            m->gen = gen;
+            *id = seq;
+        } else {
+            m->gen = 0;
+        }
+    }
     return n;
 give_up:
     if (late_code)
@@ -928,23 +1046,36 @@ give_up:
     return -1;
 }
 
-SM_STACK_NOINLINE int sm_stack_capture(uintptr_t *pcs, int max, int skip)
+/* The capture, from the frame fp of the exported function that called it. */
+static inline __attribute__((always_inline)) int capture(uintptr_t *pcs, int max, int skip,
+                                                         uint64_t *id, const uintptr_t *fp)
 {
+    *id = 0;
     if (max <= 0 || !unwinder_usable())
         return 0;
     if (skip < 0)
         skip = 0;
-    /* Asking for the frame address gives this function a frame pointer,
-     * so its caller's registers are at known places. */
-    const uintptr_t *fp = __builtin_frame_address(0);
     uintptr_t pc = fp[1], sp = (uintptr_t)(fp + 2), bp = fp[0];
-    int n = walk(pcs, max, skip, pc, sp, bp);
+    int n = walk(pcs, max, skip, pc, sp, bp, id);
     if (n >= 0) {
         count(&n_fast);
         return n;
     }
     count(&n_fallback);
     return unwind_from(pcs, max, skip, pc);
+}
+
+/* Asking for the frame address gives these functions a frame pointer, so
+ * their caller's registers are at known places. */
+SM_STACK_NOINLINE int sm_stack_capture(uintptr_t *pcs, int max, int skip)
+{
+    uint64_t id;
+    return capture(pcs, max, skip, &id, __builtin_frame_address(0));
+}
+
+SM_STACK_NOINLINE int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t *id)
+{
+    return capture(pcs, max, skip, id, __builtin_frame_address(0));
 }
 
 size_t sm_stack_sys(void)
@@ -980,6 +1111,15 @@ void sm_stack_init(void)
 
 SM_STACK_NOINLINE int sm_stack_capture(uintptr_t *pcs, int max, int skip)
 {
+    if (max <= 0 || !unwinder_usable())
+        return 0;
+    count(&n_fallback);
+    return unwind_from(pcs, max, skip > 0 ? skip : 0, (uintptr_t)__builtin_return_address(0));
+}
+
+SM_STACK_NOINLINE int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t *id)
+{
+    *id = 0;
     if (max <= 0 || !unwinder_usable())
         return 0;
     count(&n_fallback);

@@ -30,6 +30,13 @@ void sm_stack_init(void);
  * out.  Must be called with no allocator lock held. */
 int sm_stack_capture(uintptr_t *pcs, int max, int skip);
 
+/* sm_stack_capture, and *id: nonzero when the frames are those of the
+ * thread's last capture with the same max and skip that gave the same
+ * nonzero *id (the walk followed its memo of that capture step by step),
+ * else 0 or a new id.  Two captures on one thread that give the same
+ * nonzero id returned the same frames. */
+int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t *id);
+
 /* The same through libgcc's _Unwind_Backtrace alone: the reference the
  * cached walk must agree with, and its fallback. */
 int sm_stack_capture_unwind(uintptr_t *pcs, int max, int skip);

@@ -281,6 +281,77 @@ static void test_bucket_per_stack_and_size(void **state)
     set_rate(old);
 }
 
+/* Two callers of the same site, each its own frame. */
+__attribute__((noipa)) static void *via_a(size_t n)
+{
+    void *p = alloc_at_site(n);
+    __asm__ volatile("" : : "r"(p) : "memory");
+    return p;
+}
+
+__attribute__((noipa)) static void *via_b(size_t n)
+{
+    void *p = alloc_at_site(n);
+    __asm__ volatile("" : : "r"(p) : "memory");
+    return p;
+}
+
+/* One call site for both callers, so the stacks differ only there. */
+__attribute__((noipa)) static void *via(int which, size_t n)
+{
+    void *p = which ? via_b(n) : via_a(n);
+    __asm__ volatile("" : : "r"(p) : "memory");
+    return p;
+}
+
+/* A thread's samples from one stack reuse its bucket; one whose caller
+ * differs deeper down, with the same leaf and the same size, gets its
+ * own.  Alternating, then in runs. */
+static void test_bucket_per_caller(void **state)
+{
+    (void)state;
+    enum { N = 12 };
+    void *p[4 * N];
+    size_t old = set_rate(1);
+    struct snap a, b;
+    snap_take(&a);
+    /* Read from memory, so the loop is one loop with one call. */
+    static volatile int which[4 * N];
+    for (int k = 0; k < 4 * N; k++)
+        which[k] = k < 2 * N ? k & 1 : k >= 3 * N;
+    for (int k = 0; k < 4 * N; k++)
+        p[k] = via(which[k], 96);
+    for (int k = 0; k < 3 * N; k++)
+        free(p[k]);
+    snap_take(&b);
+    struct delta d = snap_delta(&a, &b, site_lo(), site_hi());
+    assert_int_equal(d.buckets, 2);
+    assert_int_equal(d.alloc_objects, 4 * N);
+    assert_int_equal(d.free_objects, 3 * N);
+    /* Each caller's bucket holds its own 2N, of which it freed 2N or N. */
+    for (size_t i = 0; i < b.n; i++) {
+        const struct sm_prof_record *r = &b.r[i];
+        if (snap_find(&a, r) != NULL || !stack_has(r, site_lo(), site_hi()))
+            continue;
+        /* The frame above the site's returns into via_a or via_b: the
+         * nearer function start below its return address. */
+        int at = 0;
+        while (at < r->nstack && !(r->stack[at] > site_lo() && r->stack[at] <= site_hi()))
+            at++;
+        assert_true(at + 1 < r->nstack);
+        uintptr_t ra = r->stack[at + 1], fa = (uintptr_t)via_a, fb = (uintptr_t)via_b;
+        assert_true(ra > fa || ra > fb);
+        bool from_a = ra > fa && (ra <= fb || fa > fb);
+        assert_int_equal(r->alloc_objects, 2 * N);
+        assert_int_equal(r->free_objects, from_a ? 2 * N : N);
+    }
+    for (int k = 3 * N; k < 4 * N; k++)
+        free(p[k]);
+    snap_drop(&a);
+    snap_drop(&b);
+    set_rate(old);
+}
+
 static void test_stack_starts_at_caller(void **state)
 {
     (void)state;
@@ -588,6 +659,7 @@ int main(void)
         cmocka_unit_test(test_specials_sorted_any_order),
         cmocka_unit_test(test_large_object_special),
         cmocka_unit_test(test_bucket_per_stack_and_size),
+        cmocka_unit_test(test_bucket_per_caller),
         cmocka_unit_test(test_stack_starts_at_caller),
         cmocka_unit_test(test_rate_returns_previous),
         cmocka_unit_test(test_rate_zero_samples_nothing),

@@ -25,6 +25,8 @@
  *   bad rule  a rule planted in the cache that points off the stack makes
  *             the walk give up and fall back, with the right stack; one
  *             that ends the stack early shortens it, and nothing crashes.
+ *   memo      the thread's last walk: the same stack again gives the same
+ *             frames and id, a stack that differs deeper down does not.
  *   threads   two threads capturing many shapes at once agree with libgcc
  *             every time (cache slots are written whole).
  *
@@ -58,9 +60,18 @@ struct stack_pair {
     uintptr_t ref[NPCS];
 };
 
+/* The id of the last cached walk through sm_stack_capture_id, when
+ * use_id is set. */
+static __thread bool use_id;
+static __thread uint64_t last_id;
+
 FRAME static int capture_one(int fast, uintptr_t *pcs, int max, int skip)
 {
-    int n = fast ? sm_stack_capture(pcs, max, skip) : sm_stack_capture_unwind(pcs, max, skip);
+    int n;
+    if (fast && use_id)
+        n = sm_stack_capture_id(pcs, max, skip, &last_id);
+    else
+        n = fast ? sm_stack_capture(pcs, max, skip) : sm_stack_capture_unwind(pcs, max, skip);
     KEEP_FRAME(n);
     return n;
 }
@@ -232,6 +243,67 @@ static void test_skip_and_max(void **state)
     assert_int_equal(p.nfast, 7);
     assert_true(same(&p));
     assert_int_equal(sm_stack_capture(p.fast, 0, 0), 0);
+}
+
+/* The thread's last walk: the same stack again is the same frames with the
+ * same id; a stack that differs only deeper down (same leaf, same call
+ * into the capture) is walked anew; frame-pointer code and stacks deeper
+ * than the memo get no id; a rule put in the cache retires the memo. */
+static void test_memo(void **state)
+{
+    (void)state;
+    static struct stack_pair p;
+    use_id = true;
+    /* One call site, so each capture's stack is the same. */
+    static volatile int times = 4;
+    uint64_t id3 = 0;
+    for (int i = 0; i < times; i++) {
+        pair_init(&p, NPCS, 0);
+        nofp_recurse(3, &p);
+        assert_true(same(&p));
+        assert_true(last_id != 0);
+        if (i == 0)
+            id3 = last_id;
+        assert_true(last_id == id3);
+    }
+    pair_init(&p, NPCS, 0);
+    nofp_recurse(4, &p);
+    assert_true(same(&p));
+    uint64_t id4 = last_id;
+    assert_true(id4 != 0 && id4 != id3);
+    /* Another max or skip is another capture. */
+    pair_init(&p, 5, 0);
+    nofp_recurse(4, &p);
+    assert_true(same(&p));
+    assert_true(last_id != id4);
+    pair_init(&p, NPCS, 0);
+    nofp_recurse(3, &p);
+    assert_true(same(&p));
+    assert_true(last_id != id3);
+    id3 = last_id;
+    /* Frame pointers (CFA from rbp): walked each time, no id. */
+    pair_init(&p, NPCS, 0);
+    fp_chain(3, &p);
+    assert_true(same(&p));
+    assert_true(last_id == 0);
+    /* Deeper than the memo holds. */
+    pair_init(&p, NPCS, 0);
+    nofp_recurse(100, &p);
+    assert_true(same(&p));
+    assert_true(last_id == 0);
+    /* A rule put in the cache retires every memo. */
+    pair_init(&p, NPCS, 0);
+    nofp_recurse(3, &p);
+    id3 = last_id;
+    assert_true(id3 != 0);
+    struct sm_frame_rule r;
+    assert_int_equal(sm_stack_rule(p.ref[0] - 1, &r), 0);
+    sm_stack_cache_set(p.ref[0] - 1, &r);
+    pair_init(&p, NPCS, 0);
+    nofp_recurse(3, &p);
+    assert_true(same(&p));
+    assert_true(last_id != id3 && last_id != 0);
+    use_id = false;
 }
 
 /* ---- rules ------------------------------------------------------------------ */
@@ -560,6 +632,7 @@ int main(void)
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_shapes),
         cmocka_unit_test(test_skip_and_max),
+        cmocka_unit_test(test_memo),
         cmocka_unit_test(test_shared_library),
         cmocka_unit_test(test_other_thread),
         cmocka_unit_test(test_signal_handler),
