@@ -271,6 +271,9 @@ SM_HIDDEN extern uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
 SM_HIDDEN extern pthread_mutex_t sm_mcache_lock;   /* registry and dead stats */
 SM_HIDDEN void sm_mcache_init_classes(void);
 SM_HIDDEN void *sm_mcache_alloc_slow(uint32_t cls, size_t size);
+/* The calling thread's cache, made now if it has none (a thread whose first
+ * allocations are large); sm_mcache_empty if it cannot have one. */
+SM_HIDDEN struct sm_mcache *sm_mcache_ensure(void);
 /* free(p) when the fast path cannot: looks p's page kind up itself. */
 SM_HIDDEN void sm_mcache_free_slow(void *p);
 SM_HIDDEN void sm_mcache_flush(struct sm_mcache *c);

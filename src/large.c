@@ -210,7 +210,9 @@ static void large_count_sample(struct sm_mcache *c, struct sm_mspan *s, size_t s
 static void *large_alloc(size_t size, size_t npages, size_t align)
 {
     sm_init();
-    struct sm_mcache *c = sm_tls_mcache;
+    /* A thread whose first allocations are large gets its cache here, so
+     * they are sampled and their spans cached as any thread's. */
+    struct sm_mcache *c = sm_mcache_ensure();
     struct sm_mspan *s = NULL;
     if (c != &sm_mcache_empty && align <= SM_PAGE_SIZE && npages <= SM_LARGECACHE_MAX_PAGES)
         s = sm_largecache_alloc(c, npages);
@@ -276,7 +278,7 @@ static SM_NOINLINE void large_free_slow(void *p, struct sm_mspan *s)
     if (sm_unlikely(sm_check_slow)) {
         /* Not to the large cache: its next malloc would skip check.c. */
         sm_check_free_large(s);
-        if (s->specials)
+        if (s->prof_bucket)
             sm_mprof_record_free(p, s);
         sm_mheap_free(&sm_heap, s);
         return;
@@ -294,7 +296,7 @@ void sm_large_free(void *p, struct sm_mspan *s)
         sm_check_bad_free("invalid pointer", p);
     if (s->state != SM_SPAN_LARGE)
         sm_check_bad_free("double free of", p);   /* in a large cache */
-    if (sm_unlikely(sm_check_slow || s->specials != NULL)) {
+    if (sm_unlikely(sm_check_slow || s->prof_bucket != NULL)) {
         large_free_slow(p, s);
         return;
     }
@@ -342,7 +344,7 @@ void *sm_large_realloc(void *p, size_t size)
     }
     /* Resized in place: for the profiler, as a free and a new allocation,
      * the way a move would count. */
-    if (s->specials)
+    if (s->prof_bucket)
         sm_mprof_record_free(p, s);
     large_count_sample(sm_tls_mcache, s, size);
     return p;

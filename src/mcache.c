@@ -176,6 +176,17 @@ static struct sm_mcache *cache_create(void)
     return c;
 }
 
+struct sm_mcache *sm_mcache_ensure(void)
+{
+    struct sm_mcache *c = sm_tls_mcache;
+    if (c == &sm_mcache_empty) {
+        c = cache_create();
+        if (c == NULL)
+            return &sm_mcache_empty;
+    }
+    return c;
+}
+
 /* One object of class cls straight from mcentral: for a thread with no
  * cache, and in checked mode, where caches stay empty. */
 static void *take_one(uint32_t cls, size_t size)

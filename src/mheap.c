@@ -388,6 +388,7 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
     s->idle_since = 0;
     s->needzero = sm_pagemap_take_needzero(s->base, npages);
     s->specials = NULL;
+    s->prof_bucket = NULL;
     s->sampled = 0;
     sm_pagemap_set_spans(s->base, npages, s);
     if (kind == SM_PAGE_LARGE) {
@@ -467,6 +468,7 @@ void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
     s->list = SM_LIST_NONE;
     s->sizeclass = 0;
     s->specials = NULL;
+    s->prof_bucket = NULL;
     s->sampled = 0;
     s->nreleased = 0;
     s->idle_since = now;

@@ -30,15 +30,19 @@
  * biased.  Buckets are keyed by stack and size, as Go's are, so the writer
  * scales each with its exact object size.  They live in a hash table in
  * memory from the OS layer (never malloc), are never freed, and count
- * allocations and frees, objects and bytes.
+ * allocations and frees of objects, with atomic adds (bytes are objects
+ * times the bucket's size).
  *
- * Free.  A sampled object gets a struct sm_special (mprof.h) on its span's
+ * Free.  A sampled large object's bucket goes in its span (prof_bucket):
+ * the span is the allocating thread's until the object is handed out and
+ * the freeing thread's while it is freed, so neither needs a lock, and
+ * the large slow free path sees the field.  A sampled small object gets a
+ * struct sm_special (mprof.h) on its span's
  * list, sorted by address (Go's mspan.specials).  A small span with a
  * special has SM_PAGE_SLOW or'ed into its pages' kind bytes, so the free
  * fast path sends frees of its objects to the slow path, which calls
  * sm_mprof_record_free; the bit is cleared when the span's last special
- * goes.  A large span is always freed on the slow path, which checks
- * s->specials.  A free walks its span's short list, not a hash table, and
+ * goes.  A free walks its span's short list, not a hash table, and
  * only frees in marked spans pay even that.  Most frees in a marked span
  * are of objects that were not sampled (a span of 4 KiB objects holds 8 of
  * them; of 16 B objects, 512), so the span also keeps s->sampled, a bit
@@ -49,10 +53,12 @@
  * thread freeing it got the object after the bit was set.
  *
  * Locks, in order:
- *   prof_lock   the bucket table, the bucket counts, the specials' fixalloc,
- *               every span's specials list and its sampled bits (writes).
- *               Taken once per sample and once per free of a sampled object
- *               (or of an object sharing its bit), and held for a few
+ *   prof_lock   the bucket table, the specials' fixalloc, every span's
+ *               specials list and its sampled bits (writes).  Taken once
+ *               per small sample and once per free of a sampled small
+ *               object (or of an object sharing its bit), and by a large
+ *               sample only to find or make its bucket in the table (not
+ *               when it reuses the thread's last one); held for a few
  *               hundred instructions.  Locks of their own for the span
  *               lists would make that two locks a sample and two a
  *               sampled free; with the sampled bits few frees need one.
@@ -114,8 +120,9 @@
 struct sm_mprof_bucket {
     struct sm_mprof_bucket *allnext;   /* every bucket, newest first */
     size_t size;                       /* bytes of each object */
-    uint64_t alloc_objects, alloc_bytes;
-    uint64_t free_objects, free_bytes;
+    /* Counts (atomic: a large object's sample and free take no lock);
+     * bytes are these times size. */
+    uint64_t alloc_objects, free_objects;
     uint32_t nstk;
     uintptr_t stk[];                   /* return addresses, leaf first */
 };
@@ -190,9 +197,9 @@ intptr_t sm_mprof_next_sample(struct sm_mcache *c)
         return SM_MPROF_RECHECK;
     if (rate == 1)
         return 0;
-    /* u in (0, 1]; -ln(u) * rate, capped at 20 means as Go does. */
-    double u = ((double)(next_random(c) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double d = -sm_ln(u) * (double)rate;
+    /* u = q / 2^52 in (0, 1]; -ln(u) * rate, capped at 20 means as Go
+     * does. */
+    double d = sm_neg_ln_unit((next_random(c) >> 12) + 1, 52) * (double)rate;
     if (d > 20.0 * (double)rate)
         d = 20.0 * (double)rate;
     if (d > (double)(INTPTR_MAX / 2))
@@ -326,12 +333,9 @@ static void span_set_slow(struct sm_mspan *s, bool slow)
     sm_mheap_unlock(&sm_heap);
 }
 
-/* sp's bit in s->sampled: the object's index mod 64 (a large span has one
- * object). */
+/* sp's bit in s->sampled: the object's index mod 64. */
 static uint64_t special_bit(const struct sm_mspan *s, uintptr_t a)
 {
-    if (s->state != SM_SPAN_SMALL)
-        return 1;
     return (uint64_t)1 << (sm_mspan_objindex(s, a) & 63);
 }
 
@@ -362,7 +366,7 @@ static struct sm_special *span_add_special(struct sm_mspan *s, struct sm_special
     /* Set before the object is handed out: whoever frees it got it after
      * this store, through the program's own synchronisation. */
     __atomic_store_n(&s->sampled, s->sampled | special_bit(s, sp->addr), __ATOMIC_RELAXED);
-    if (first && s->state == SM_SPAN_SMALL)
+    if (first)
         span_set_slow(s, true);
     return stale;
 }
@@ -377,7 +381,7 @@ static struct sm_special *span_take_special(struct sm_mspan *s, uintptr_t a)
         sp = *pp;
         *pp = sp->next;
         span_sampled_update(s);
-        if (s->specials == NULL && s->state == SM_SPAN_SMALL)
+        if (s->specials == NULL)
             span_set_slow(s, false);
     }
     return sp;
@@ -386,9 +390,7 @@ static struct sm_special *span_take_special(struct sm_mspan *s, uintptr_t a)
 /* Count sp's object freed and give sp back. */
 static void special_done(struct sm_special *sp)
 {
-    struct sm_mprof_bucket *b = sp->bucket;
-    b->free_objects++;
-    b->free_bytes += b->size;
+    __atomic_add_fetch(&sp->bucket->free_objects, 1, __ATOMIC_RELAXED);
     sm_fixalloc_free(&special_alloc, sp);
 }
 
@@ -506,6 +508,25 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
         h = hash_stack(stk, n, size);
     }
     struct sm_mprof_bucket *got = NULL;
+    if (s->state == SM_SPAN_LARGE) {
+        /* One object, this thread's until it returns it: the bucket goes
+         * in the span, and the counts are atomic, so with the thread's
+         * last bucket no lock is taken (tcmalloc keeps a sampled large
+         * object's record beside its span the same way). */
+        got = last;
+        if (got == NULL) {
+            pthread_mutex_lock(&prof_lock);
+            got = bucket_get(h, stk, n, size);
+            pthread_mutex_unlock(&prof_lock);
+        }
+        struct sm_mprof_bucket *stale = s->prof_bucket;   /* its free went unseen */
+        if (stale != NULL)
+            __atomic_add_fetch(&stale->free_objects, 1, __ATOMIC_RELAXED);
+        s->prof_bucket = got;
+        if (got != NULL)
+            __atomic_add_fetch(&got->alloc_objects, 1, __ATOMIC_RELAXED);
+        goto out;
+    }
     pthread_mutex_lock(&prof_lock);
     /* The bucket's slot is fetched while the special goes in. */
     if (last == NULL && table_cap != 0)
@@ -519,8 +540,7 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
         struct sm_mprof_bucket *b = last != NULL ? last : bucket_get(h, stk, n, size);
         got = b;
         if (b != NULL) {
-            b->alloc_objects++;
-            b->alloc_bytes += size;
+            __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
             sp->bucket = b;
         } else {
             /* No memory for a bucket: the sample is lost. */
@@ -529,6 +549,7 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
         }
     }
     pthread_mutex_unlock(&prof_lock);
+out:
     tls_last_id = id;
     tls_last_bucket = got;
     tls_busy = 0;
@@ -538,6 +559,14 @@ void sm_mprof_record_free(void *p, struct sm_mspan *s)
 {
     if (s == NULL)
         return;
+    if (s->state != SM_SPAN_SMALL) {
+        struct sm_mprof_bucket *b = s->prof_bucket;
+        if (b != NULL) {
+            s->prof_bucket = NULL;
+            __atomic_add_fetch(&b->free_objects, 1, __ATOMIC_RELAXED);
+        }
+        return;
+    }
     /* Most frees in a marked span are of objects that were not sampled:
      * their bit is clear, and they take no lock. */
     if ((__atomic_load_n(&s->sampled, __ATOMIC_RELAXED) & special_bit(s, (uintptr_t)p)) == 0)
@@ -572,10 +601,12 @@ int sm_mprof_snapshot(struct sm_prof_record **recs, size_t *nrecs)
         }
         size_t i = 0;
         for (struct sm_mprof_bucket *b = all_buckets; b && i < n; b = b->allnext, i++) {
-            r[i].alloc_objects = b->alloc_objects;
-            r[i].alloc_bytes = b->alloc_bytes;
-            r[i].free_objects = b->free_objects;
-            r[i].free_bytes = b->free_bytes;
+            /* Frees first: an object is counted allocated before freed,
+             * so in use is never negative. */
+            r[i].free_objects = __atomic_load_n(&b->free_objects, __ATOMIC_RELAXED);
+            r[i].alloc_objects = __atomic_load_n(&b->alloc_objects, __ATOMIC_RELAXED);
+            r[i].alloc_bytes = r[i].alloc_objects * b->size;
+            r[i].free_bytes = r[i].free_objects * b->size;
             r[i].nstack = (int)b->nstk;
             r[i].stack = b->stk;
         }

@@ -72,6 +72,7 @@ enum sm_span_state {
 enum sm_span_list { SM_LIST_NONE = 0, SM_LIST_PARTIAL, SM_LIST_FULL };
 
 struct sm_special;
+struct sm_mprof_bucket;
 
 /* The most objects a small span holds (8192 / 16), one bit each. */
 #define SM_SPAN_MAX_OBJS 512
@@ -97,7 +98,8 @@ struct sm_mspan {
     uint8_t pad_;
     uint32_t nreleased;        /* free: pages of the run not resident */
     uint64_t idle_since;       /* free: monotonic ns when it became free */
-    struct sm_special *specials; /* profiled objects in this span, by address */
+    struct sm_special *specials; /* small: profiled objects in this span, by address */
+    struct sm_mprof_bucket *prof_bucket; /* large, sampled: the object's bucket */
     uint64_t sampled;          /* bit (object index % 64) set for each object
                                   on specials: a free whose bit is clear is
                                   not profiled (read without a lock) */

@@ -222,18 +222,16 @@ static void test_profiled_resize(void **state)
     size_t old = sm_set_profile_rate(1);   /* every allocation sampled */
     unsigned char *p = object_with_room(6, 4);
     struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
-    assert_non_null(s->specials);
+    /* A large object's sample is its span's bucket. */
+    assert_non_null(s->prof_bucket);
     unsigned char *q = realloc(p, PAGES(9));
     assert_ptr_equal(q, p);
-    assert_non_null(s->specials);
-    assert_null(s->specials->next);
-    assert_int_equal(s->specials->addr, (uintptr_t)p);
+    assert_non_null(s->prof_bucket);
     assert_int_equal(s->reqsize, PAGES(9));
     q = realloc(p, PAGES(4) + 1);   /* 5 pages: more than half off */
     assert_ptr_equal(q, p);
     assert_int_equal(malloc_usable_size(q), PAGES(5));
-    assert_non_null(s->specials);
-    assert_null(s->specials->next);
+    assert_non_null(s->prof_bucket);
     free(q);
     sm_set_profile_rate(old);
 }

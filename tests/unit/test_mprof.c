@@ -222,10 +222,11 @@ static void test_large_object_special(void **state)
     struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
     assert_int_equal(s->state, SM_SPAN_LARGE);
     assert_int_equal(sm_pagemap_kind((uintptr_t)p), SM_PAGE_LARGE);
-    assert_non_null(s->specials);
-    assert_int_equal(s->specials->addr, (uintptr_t)p);
-    assert_null(s->specials->next);
+    /* The bucket is in the span, with no special and no lock. */
+    assert_null(s->specials);
+    assert_non_null(s->prof_bucket);
     free(p);
+    assert_null(s->prof_bucket);
     snap_take(&b);
     /* Charged with the bytes asked for, freed once. */
     struct delta d = snap_delta(&a, &b, site_lo(), site_hi());
@@ -233,6 +234,50 @@ static void test_large_object_special(void **state)
     assert_int_equal(d.alloc_bytes, 300000);
     assert_int_equal(d.free_objects, 1);
     assert_int_equal(d.free_bytes, 300000);
+    snap_drop(&a);
+    snap_drop(&b);
+    set_rate(old);
+}
+
+/* Threads whose only allocations are large sample them at once (no lock:
+ * atomic counts), and another thread frees most: every one is counted once
+ * each way. */
+enum { LT_THREADS = 4, LT_OBJS = 500 };
+static void *large_objs[LT_THREADS][LT_OBJS];
+
+static void *large_sampler(void *arg)
+{
+    void **objs = arg;
+    for (int i = 0; i < LT_OBJS; i++) {
+        objs[i] = alloc_at_site(65536 + (size_t)(i & 1) * 4096);
+        if (i % 3 == 0) {   /* some freed by their own thread, at once */
+            free(objs[i]);
+            objs[i] = NULL;
+        }
+    }
+    return NULL;
+}
+
+static void test_large_samples_threads(void **state)
+{
+    (void)state;
+    size_t old = set_rate(1);
+    struct snap a, b;
+    snap_take(&a);
+    pthread_t t[LT_THREADS];
+    for (int i = 0; i < LT_THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, large_sampler, large_objs[i]), 0);
+    for (int i = 0; i < LT_THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    for (int i = 0; i < LT_THREADS; i++)
+        for (int k = 0; k < LT_OBJS; k++)
+            free(large_objs[i][k]);
+    snap_take(&b);
+    struct delta d = snap_delta(&a, &b, site_lo(), site_hi());
+    assert_int_equal(d.alloc_objects, LT_THREADS * LT_OBJS);
+    assert_int_equal(d.free_objects, LT_THREADS * LT_OBJS);
+    assert_int_equal(d.alloc_bytes, (uint64_t)LT_THREADS * (LT_OBJS / 2) * (65536 + 69632));
+    assert_int_equal(d.free_bytes, d.alloc_bytes);
     snap_drop(&a);
     snap_drop(&b);
     set_rate(old);
@@ -601,6 +646,31 @@ static void test_unwinder_malloc_not_sampled(void **state)
  * the library libm) agree with libm's to a few units in the last place
  * over the arguments they get: u in (0, 1] down to 2^-53, and -size/rate
  * from 0 to far below the underflow. */
+/* The sampler's draw: within the table's bound of -ln(q / 2^52), at the
+ * ends and in between, and its mean over uniform q is 1. */
+static void test_sampler_draw(void **state)
+{
+    (void)state;
+    assert_true(sm_neg_ln_unit((uint64_t)1 << 52, 52) == 0.0);
+    assert_true(fabs(sm_neg_ln_unit(1, 52) - 52 * M_LN2) < 1e-12);
+    assert_true(fabs(sm_neg_ln_unit((uint64_t)1 << 51, 52) - M_LN2) < 1e-12);
+    double worst = 0, sum = 0;
+    uint64_t x = 88172645463325252ull;
+    enum { N = 1000000 };
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t q = (x >> 12) + 1;
+        double got = sm_neg_ln_unit(q, 52), want = -log((double)q / 4503599627370496.0);
+        assert_true(got >= want - 1e-12);   /* the chords lie below ln */
+        if (got - want > worst)
+            worst = got - want;
+        sum += got;
+    }
+    printf("# sampler draw: worst error %.3g, mean %.5f\n", worst, sum / N);
+    assert_true(worst <= 3.1e-5);
+    assert_true(fabs(sum / N - 1.0) < 0.005);   /* sigma of the mean: 0.001 */
+}
+
 static void test_fmath_matches_libm(void **state)
 {
     (void)state;
@@ -658,6 +728,7 @@ int main(void)
         cmocka_unit_test(test_small_object_marks_span),
         cmocka_unit_test(test_specials_sorted_any_order),
         cmocka_unit_test(test_large_object_special),
+        cmocka_unit_test(test_large_samples_threads),
         cmocka_unit_test(test_bucket_per_stack_and_size),
         cmocka_unit_test(test_bucket_per_caller),
         cmocka_unit_test(test_stack_starts_at_caller),
@@ -668,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_unwinder_malloc_not_sampled),
         cmocka_unit_test(test_metadata_in_other_sys),
         cmocka_unit_test(test_fmath_matches_libm),
+        cmocka_unit_test(test_sampler_draw),
     };
     return cmocka_run_group_tests_name("mprof", tests, NULL, NULL);
 }
