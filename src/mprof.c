@@ -52,7 +52,7 @@
  * without one because the bit of a live sampled object stays set, and the
  * thread freeing it got the object after the bit was set.
  *
- * Locks, in order:
+ * Locks:
  *   prof_lock   the bucket table, the specials' fixalloc, every span's
  *               specials list and its sampled bits (writes).  Taken once
  *               per small sample and once per free of a sampled small
@@ -62,10 +62,9 @@
  *               hundred instructions.  Locks of their own for the span
  *               lists would make that two locks a sample and two a
  *               sampled free; with the sampled bits few frees need one.
- *   the heap lock, inside prof_lock, to set or clear SM_PAGE_SLOW: the page
- *               map's writes are guarded by it.
- * Nothing under either calls malloc or the unwinder; the stack is captured
- * before any is taken.  The fork handlers take them before the allocator's
+ * SM_PAGE_SLOW is set and cleared under prof_lock alone (span_set_slow).
+ * Nothing under it calls malloc or the unwinder; the stack is captured
+ * before it is taken.  The fork handlers take it before the allocator's
  * own (malloc.c).
  *
  * A sample's cost is mostly cache misses (the lock, the span, the bucket
@@ -326,11 +325,16 @@ static struct sm_special *special_new(void)
 
 /* ---- specials (prof_lock) ------------------------------------------------ */
 
+/* The heap writes the kind bytes of a span only when it hands the span out
+ * or takes it back, and a span with a live object (the one being sampled
+ * or freed here) is neither; the profiler's own writes are under
+ * prof_lock, and every kind byte is stored and loaded whole (atomic).  So
+ * no heap lock: with classes of one object a span (32 KiB), every small
+ * sample and its free set and clear the bit, and the lock was two more
+ * lock pairs a sample. */
 static void span_set_slow(struct sm_mspan *s, bool slow)
 {
-    sm_mheap_lock(&sm_heap);
     sm_pagemap_set_kind(s->base, s->npages, (uint8_t)(s->sizeclass | (slow ? SM_PAGE_SLOW : 0)));
-    sm_mheap_unlock(&sm_heap);
 }
 
 /* sp's bit in s->sampled: the object's index mod 64. */
