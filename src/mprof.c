@@ -422,23 +422,87 @@ extern void _ZnamSt11align_val_tRKSt9nothrow_t(void) __attribute__((weak));
 static struct pc_range op_new[8];
 static int nop_new;
 
+/* The size of the dynamic symbol name defined at fn, by the GNU hash table
+ * of fn's object, or 0.  dladdr1 would find it too, but by reading the
+ * object's whole symbol table (libstdc++'s is 100 KiB and more, which
+ * stay resident); the hash reads the few lines of one chain, which the
+ * loader's own look-ups have mostly touched already. */
+static size_t dynsym_size(void (*fn)(void), const char *name)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+    struct dl_find_object fo;
+    if (_dl_find_object((void *)(uintptr_t)fn, &fo) != 0 || fo.dlfo_link_map == NULL)
+        return 0;
+    const struct link_map *lm = fo.dlfo_link_map;
+    const uint32_t *gh = NULL;
+    const ElfW(Sym) *symtab = NULL;
+    const char *strtab = NULL;
+    for (const ElfW(Dyn) *d = lm->l_ld; d != NULL && d->d_tag != DT_NULL; d++) {
+        /* glibc relocates these in place on most targets; not on all. */
+        uintptr_t v = d->d_un.d_ptr;
+        if (v < lm->l_addr)
+            v += lm->l_addr;
+        if (d->d_tag == DT_GNU_HASH)
+            gh = (const uint32_t *)v;
+        else if (d->d_tag == DT_SYMTAB)
+            symtab = (const ElfW(Sym) *)v;
+        else if (d->d_tag == DT_STRTAB)
+            strtab = (const char *)v;
+    }
+    if (gh == NULL || symtab == NULL || strtab == NULL || gh[0] == 0)
+        return 0;
+    uint32_t nbuckets = gh[0], symoffset = gh[1], bloom_size = gh[2];
+    const uint32_t *buckets = (const uint32_t *)((const ElfW(Addr) *)(gh + 4) + bloom_size);
+    const uint32_t *chain = buckets + nbuckets;
+    uint32_t h = 5381;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        h = h * 33 + *c;
+    uint32_t i = buckets[h % nbuckets];
+    if (i < symoffset)
+        return 0;
+    for (;; i++) {
+        uint32_t h2 = chain[i - symoffset];
+        const ElfW(Sym) *sym = &symtab[i];
+        if ((h | 1) == (h2 | 1) && strcmp(strtab + sym->st_name, name) == 0 &&
+            lm->l_addr + sym->st_value == (uintptr_t)fn)
+            return sym->st_size;
+        if (h2 & 1)
+            return 0;
+    }
+#else
+    Dl_info info;
+    const ElfW(Sym) *sym = NULL;
+    (void)name;
+    if (dladdr1((void *)(uintptr_t)fn, &info, (void **)&sym, RTLD_DL_SYMENT) == 0 || sym == NULL ||
+        info.dli_saddr != (void *)(uintptr_t)fn)
+        return 0;
+    return sym->st_size;
+#endif
+}
+
 static void find_operator_new(void)
 {
-    void (*const fns[])(void) = {
-        _Znwm, _Znam, _ZnwmRKSt9nothrow_t, _ZnamRKSt9nothrow_t,
-        _ZnwmSt11align_val_t, _ZnamSt11align_val_t,
-        _ZnwmSt11align_val_tRKSt9nothrow_t, _ZnamSt11align_val_tRKSt9nothrow_t,
+    static const struct {
+        void (*fn)(void);
+        const char *name;
+    } fns[] = {
+        { _Znwm, "_Znwm" },
+        { _Znam, "_Znam" },
+        { _ZnwmRKSt9nothrow_t, "_ZnwmRKSt9nothrow_t" },
+        { _ZnamRKSt9nothrow_t, "_ZnamRKSt9nothrow_t" },
+        { _ZnwmSt11align_val_t, "_ZnwmSt11align_val_t" },
+        { _ZnamSt11align_val_t, "_ZnamSt11align_val_t" },
+        { _ZnwmSt11align_val_tRKSt9nothrow_t, "_ZnwmSt11align_val_tRKSt9nothrow_t" },
+        { _ZnamSt11align_val_tRKSt9nothrow_t, "_ZnamSt11align_val_tRKSt9nothrow_t" },
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-        Dl_info info;
-        const ElfW(Sym) *sym = NULL;
-        if (fns[i] == NULL)
+        if (fns[i].fn == NULL)
             continue;
-        if (dladdr1((void *)(uintptr_t)fns[i], &info, (void **)&sym, RTLD_DL_SYMENT) == 0 ||
-            sym == NULL || sym->st_size == 0 || info.dli_saddr == NULL)
+        size_t size = dynsym_size(fns[i].fn, fns[i].name);
+        if (size == 0)
             continue;
-        op_new[nop_new].lo = (uintptr_t)info.dli_saddr;
-        op_new[nop_new].hi = (uintptr_t)info.dli_saddr + sym->st_size;
+        op_new[nop_new].lo = (uintptr_t)fns[i].fn;
+        op_new[nop_new].hi = (uintptr_t)fns[i].fn + size;
         nop_new++;
     }
 }

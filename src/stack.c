@@ -212,6 +212,13 @@ static _Unwind_Reason_Code collect(struct _Unwind_Context *ctx, void *arg)
     return w->n < w->max ? _URC_NO_REASON : _URC_END_OF_STACK;
 }
 
+static _Unwind_Reason_Code stop_at_once(struct _Unwind_Context *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    return _URC_END_OF_STACK;
+}
+
 /* The stack from the frame that returns to first, through libgcc. */
 static SM_STACK_NOINLINE int unwind_from(uintptr_t *pcs, int max, int skip, uintptr_t first)
 {
@@ -1101,10 +1108,15 @@ void sm_stack_init(void)
         __atomic_store_n(&cache_subs, subs, __ATOMIC_RELAXED);
         __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
     }
-    /* Bind the unwinder's lazy symbols and let libgcc set itself up. */
-    uintptr_t pcs[4];
-    (void)sm_stack_capture_unwind(pcs, 4, 0);
-    (void)sm_stack_capture(pcs, 4, 0);
+    /* Bind the unwinder's lazy symbols and let libgcc set itself up (its
+     * register table), reading the unwind information of our own frames
+     * only: a whole walk from here would read that of every caller (in a
+     * C++ program the first malloc comes from libstdc++'s start-up), and
+     * the pages it reads stay resident. */
+    uintptr_t pcs[2];
+    if (unwinder_usable())
+        _Unwind_Backtrace(stop_at_once, NULL);
+    (void)sm_stack_capture(pcs, 2, 0);
 }
 
 #else /* not x86-64: libgcc for every capture */
