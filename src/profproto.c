@@ -61,9 +61,11 @@
  * profile.  The string table is hashed, since a profile with names holds
  * thousands of strings.
  */
+#include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
@@ -850,6 +852,54 @@ static void sample(struct buf *b, struct loctab *lt, int64_t bytes_key, const st
 
 /* ---- gzip and write ----------------------------------------------------- */
 
+/* zlib, found when a profile is first written.  The shared library does
+ * not link libz: mapped at start-up, its text, tables and relocations cost
+ * every process about 84 KiB of resident memory (fault-around maps 64 KiB
+ * of text for its constructor alone), and most processes never write a
+ * profile.  So the shared build (libtool's PIC objects) opens libz.so.1
+ * with dlopen the first time it compresses (sm_profproto_prepare, also
+ * called by the background worker when a profile output is configured, so
+ * that dlopen's own allocations happen in an ordinary thread), and the
+ * static archive, which pkg-config links with -lz, calls zlib directly.
+ * Without zlib the file is still gzip: stored blocks, uncompressed. */
+struct zfns {
+    int (*init2)(z_streamp, int, int, int, int, int, const char *, int);
+    int (*deflate)(z_streamp, int);
+    int (*end)(z_streamp);
+};
+static struct zfns zf;
+static pthread_once_t zf_once = PTHREAD_ONCE_INIT;
+
+static void zlib_load(void)
+{
+#ifdef PIC
+    void *h = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL)
+        return;
+    struct zfns f;
+    *(void **)&f.init2 = dlsym(h, "deflateInit2_");
+    *(void **)&f.deflate = dlsym(h, "deflate");
+    *(void **)&f.end = dlsym(h, "deflateEnd");
+    if (f.init2 != NULL && f.deflate != NULL && f.end != NULL)
+        zf = f;
+#else
+    zf.init2 = deflateInit2_;
+    zf.deflate = deflate;
+    zf.end = deflateEnd;
+#endif
+}
+
+void sm_profproto_prepare(void)
+{
+    pthread_once(&zf_once, zlib_load);
+}
+
+bool sm_profproto_have_zlib(void)
+{
+    sm_profproto_prepare();
+    return zf.init2 != NULL;
+}
+
 #define ZHDR 16   /* keeps zlib's memory 16-byte aligned */
 
 static voidpf z_alloc(voidpf opaque, uInt items, uInt size)
@@ -896,10 +946,52 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 
 #define ZOUT (64 * 1024)
 
+static uint32_t crc32_bytes(uint32_t crc, const uint8_t *p, size_t n)
+{
+    crc = ~crc;
+    while (n--) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1)));
+    }
+    return ~crc;
+}
+
+static void put_le32(uint8_t *b, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+}
+
+int sm_profproto_gzip_stored(int fd, const uint8_t *p, size_t n)
+{
+    /* RFC 1952 header: deflate, no flags, no time, unknown OS. */
+    static const uint8_t hdr[10] = { 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255 };
+    uint8_t tail[8];
+    put_le32(tail, crc32_bytes(0, p, n));
+    put_le32(tail + 4, (uint32_t)n);
+    if (write_all(fd, hdr, sizeof hdr) < 0)
+        return -1;
+    /* RFC 1951 stored blocks of at most 65535 bytes; the last has BFINAL. */
+    do {
+        size_t k = n > 65535 ? 65535 : n;
+        uint8_t bh[5] = { (uint8_t)(k == n), (uint8_t)k, (uint8_t)(k >> 8), (uint8_t)~k,
+                          (uint8_t)(~k >> 8) };
+        if (write_all(fd, bh, sizeof bh) < 0 || write_all(fd, p, k) < 0)
+            return -1;
+        p += k;
+        n -= k;
+    } while (n > 0);
+    return write_all(fd, tail, sizeof tail);
+}
+
 static int gzip_write(int fd, const uint8_t *p, size_t n)
 {
     z_stream z;
     int rc, ret = 0, err = 0;
+
+    if (!sm_profproto_have_zlib())
+        return sm_profproto_gzip_stored(fd, p, n);
 
     uint8_t *out = sm_os_alloc(ZOUT);
     if (out == NULL) {
@@ -910,7 +1002,8 @@ static int gzip_write(int fd, const uint8_t *p, size_t n)
     z.zalloc = z_alloc;
     z.zfree = z_free;
     /* windowBits 15 + 16: a gzip wrapper.  Best speed, as Go writes it. */
-    rc = deflateInit2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+    rc = zf.init2(&z, Z_BEST_SPEED, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION,
+                  (int)sizeof z);
     if (rc != Z_OK) {
         sm_os_free(out, ZOUT);
         errno = rc == Z_MEM_ERROR ? ENOMEM : EIO;
@@ -926,7 +1019,7 @@ static int gzip_write(int fd, const uint8_t *p, size_t n)
         }
         z.next_out = out;
         z.avail_out = ZOUT;
-        rc = deflate(&z, n == 0 ? Z_FINISH : Z_NO_FLUSH);
+        rc = zf.deflate(&z, n == 0 ? Z_FINISH : Z_NO_FLUSH);
         if (rc == Z_STREAM_ERROR) {
             err = EIO;
             ret = -1;
@@ -938,7 +1031,7 @@ static int gzip_write(int fd, const uint8_t *p, size_t n)
             break;
         }
     } while (rc != Z_STREAM_END);
-    deflateEnd(&z);
+    zf.end(&z);
     sm_os_free(out, ZOUT);
     if (ret)
         errno = err;

@@ -7,6 +7,7 @@
 #define SM_PROFPROTO_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* One bucket of the heap profile: a call stack and what was sampled at it. */
@@ -29,6 +30,17 @@ int sm_profproto_write(int fd, const struct sm_prof_record *recs, size_t nrecs,
  * allocs profile, as Go's /debug/pprof/allocs sets it. */
 int sm_profproto_write_typed(int fd, const struct sm_prof_record *recs, size_t nrecs,
                              uint64_t rate, int64_t time_nanos, const char *default_type);
+
+/* Find zlib now if it has not been looked for (the shared library opens
+ * libz.so.1 on first use; see profproto.c): call from an ordinary thread
+ * before profiles are written.  sm_profproto_have_zlib says whether it was
+ * found; without it profiles are gzip files of stored blocks. */
+void sm_profproto_prepare(void);
+bool sm_profproto_have_zlib(void);
+
+/* n bytes at p as a gzip file of stored (uncompressed) deflate blocks, to
+ * fd: 0, or -1 with errno.  Exposed for the unit test. */
+int sm_profproto_gzip_stored(int fd, const uint8_t *p, size_t n);
 
 /* Go's runtime/pprof scaleHeapSample: the estimated number of objects and
  * bytes allocated, given count objects of size bytes in all were sampled at

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "profproto.h"
 
 #define SM_WORKER_TICK_NS (250ull * 1000 * 1000)
 
@@ -89,6 +90,11 @@ static void *worker_main(void *arg)
     /* The endpoint starts here: never inside a malloc, and its thread
      * inherits the worker's blocked signals. */
     sm_http_start();
+    /* A profile will be written: find zlib now, in this ordinary thread
+     * (dlopen allocates and takes the loader's lock), not at exit or in
+     * a fork child. */
+    if (sm_mprof_wants_worker() || sm_http_wanted() || sm_opts.profile_prefix[0] != '\0')
+        sm_profproto_prepare();
     for (;;) {
         struct timespec ts = {0, (long)SM_WORKER_TICK_NS};
         nanosleep(&ts, NULL);

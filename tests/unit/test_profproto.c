@@ -486,6 +486,42 @@ static uint8_t *gunzip_file(const char *path, size_t *len)
     return out;
 }
 
+/* Without zlib the writer still makes gzip: stored blocks, whose CRC and
+ * length zlib's inflate checks, at the block size's edges. */
+static void test_gzip_stored(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = { 0, 1, 65534, 65535, 65536, 131070, 200001 };
+    uint8_t *data = malloc(200001);
+    assert_non_null(data);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < 200001; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        data[i] = (uint8_t)x;
+    }
+    char path[] = "/tmp/sm-stored-XXXXXX";
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        assert_int_equal(sm_profproto_gzip_stored(fd, data, sizes[k]), 0);
+        close(fd);
+        size_t len = 0;
+        uint8_t *out = gunzip_file(path, &len);
+        assert_int_equal(len, sizes[k]);
+        if (sizes[k] > 0)
+            assert_memory_equal(out, data, sizes[k]);
+        free(out);
+        unlink(path);
+        memcpy(path + sizeof path - 7, "XXXXXX", 6);
+    }
+    /* A write error is reported. */
+    assert_int_equal(sm_profproto_gzip_stored(-1, data, 10), -1);
+    assert_int_equal(errno, EBADF);
+    free(data);
+    /* This build (not the shared library's) calls zlib directly. */
+    assert_true(sm_profproto_have_zlib());
+}
+
 struct parsed {
     char strings[4096][256];
     int nstrings;
@@ -1215,6 +1251,7 @@ int main(void)
         cmocka_unit_test(test_proto_fields),
         cmocka_unit_test(test_write_no_malloc_no_leak),
         cmocka_unit_test(test_write_errors),
+        cmocka_unit_test(test_gzip_stored),
         cmocka_unit_test(test_write_large),
         cmocka_unit_test(test_pprof_rate1),
         cmocka_unit_test(test_pprof_scaled),
