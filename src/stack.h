@@ -69,8 +69,10 @@ int sm_stack_rule(uintptr_t pc, struct sm_frame_rule *r);
  * checks); dropped if it cannot be cached. */
 void sm_stack_cache_set(uintptr_t pc, const struct sm_frame_rule *r);
 
-/* Captures by the cached walk and by libgcc, rules computed, checks for
- * unloaded code, and cache flushes after a library was unloaded. */
+/* Captures by the cached walk (exact on one thread; captures at the same
+ * moment on several may count as one) and by libgcc, rules computed,
+ * checks for unloaded code, and cache flushes after a library was
+ * unloaded. */
 struct sm_stack_counters {
     uint64_t fast;
     uint64_t fallback;
