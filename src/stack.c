@@ -711,7 +711,10 @@ static uint64_t *recent[RECENT_MAX];
  * sm_stack_capture_id, which lets the profiler reuse the bucket it found
  * for those frames.  Emptying the cache (an unload, or a test's rule)
  * bumps memo_gen, which retires every thread's memo. */
-#define MEMO_MAX 48
+/* Frames a memo holds: most sampled stacks are shorter, and the memo is in
+ * the static TLS block (initial-exec, as the allocator's thread-locals),
+ * whose spare room a library loaded with dlopen must fit in. */
+#define MEMO_MAX 32
 enum { MEMO_END_RULE, MEMO_END_MAX, MEMO_END_ZERO };
 struct memo {
     uint64_t gen;                    /* memo_gen when recorded; 0: none */
