@@ -398,6 +398,18 @@ static void special_done(struct sm_special *sp)
     sm_fixalloc_free(&special_alloc, sp);
 }
 
+/* A large span's sampled object, if it has one, counted freed and taken
+ * off the span.  No lock: the span is the calling thread's (it is
+ * allocating or freeing the object). */
+static void large_sample_done(struct sm_mspan *s)
+{
+    struct sm_mprof_bucket *b = s->prof_bucket;
+    if (b != NULL) {
+        s->prof_bucket = NULL;
+        __atomic_add_fetch(&b->free_objects, 1, __ATOMIC_RELAXED);
+    }
+}
+
 /* ---- the hooks ------------------------------------------------------------ */
 
 static bool in_ranges(const struct pc_range *r, int n, uintptr_t pc)
@@ -547,6 +559,60 @@ static int frames_to_strip(const uintptr_t *pcs, int n)
     return i;
 }
 
+/* A large object's sample: one object, this thread's until it returns it,
+ * so the bucket goes in the span, and the counts are atomic: with the
+ * thread's last bucket (b) no lock is taken (tcmalloc keeps a sampled large
+ * object's record beside its span the same way).  Otherwise the bucket of
+ * stk[0..n) and size, whose hash is h, is found or made.  Returns the
+ * bucket charged, or NULL when there was no memory for one. */
+static struct sm_mprof_bucket *record_large(struct sm_mspan *s, struct sm_mprof_bucket *b,
+                                            uint64_t h, const uintptr_t *stk, int n, size_t size)
+{
+    if (b == NULL) {
+        pthread_mutex_lock(&prof_lock);
+        b = bucket_get(h, stk, n, size);
+        pthread_mutex_unlock(&prof_lock);
+    }
+    large_sample_done(s);   /* a stale one: its free went unseen */
+    s->prof_bucket = b;
+    if (b != NULL)
+        __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
+    return b;
+}
+
+/* A small object's sample at a: a special on its span's list, under
+ * prof_lock.  b, h, stk, n, size and the result as record_large's. */
+static struct sm_mprof_bucket *record_small(struct sm_mspan *s, uintptr_t a,
+                                            struct sm_mprof_bucket *b, uint64_t h,
+                                            const uintptr_t *stk, int n, size_t size)
+{
+    pthread_mutex_lock(&prof_lock);
+    /* The bucket's slot is fetched while the special goes in. */
+    if (b == NULL && table_cap != 0)
+        __builtin_prefetch(&table[h & (table_cap - 1)]);
+    struct sm_special *sp = special_new();
+    if (sp == NULL) {
+        b = NULL;
+    } else {
+        sp->addr = a;
+        struct sm_special *stale = span_add_special(s, sp);
+        if (stale != NULL)
+            special_done(stale);
+        if (b == NULL)
+            b = bucket_get(h, stk, n, size);
+        if (b != NULL) {
+            __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
+            sp->bucket = b;
+        } else {
+            /* No memory for a bucket: the sample is lost. */
+            span_take_special(s, a);
+            sm_fixalloc_free(&special_alloc, sp);
+        }
+    }
+    pthread_mutex_unlock(&prof_lock);
+    return b;
+}
+
 SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
 {
     if (!tls_expired_armed || tls_busy || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
@@ -575,49 +641,9 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
             n = SM_STACK_MAX;
         h = hash_stack(stk, n, size);
     }
-    struct sm_mprof_bucket *got = NULL;
-    if (s->state == SM_SPAN_LARGE) {
-        /* One object, this thread's until it returns it: the bucket goes
-         * in the span, and the counts are atomic, so with the thread's
-         * last bucket no lock is taken (tcmalloc keeps a sampled large
-         * object's record beside its span the same way). */
-        got = last;
-        if (got == NULL) {
-            pthread_mutex_lock(&prof_lock);
-            got = bucket_get(h, stk, n, size);
-            pthread_mutex_unlock(&prof_lock);
-        }
-        struct sm_mprof_bucket *stale = s->prof_bucket;   /* its free went unseen */
-        if (stale != NULL)
-            __atomic_add_fetch(&stale->free_objects, 1, __ATOMIC_RELAXED);
-        s->prof_bucket = got;
-        if (got != NULL)
-            __atomic_add_fetch(&got->alloc_objects, 1, __ATOMIC_RELAXED);
-        goto out;
-    }
-    pthread_mutex_lock(&prof_lock);
-    /* The bucket's slot is fetched while the special goes in. */
-    if (last == NULL && table_cap != 0)
-        __builtin_prefetch(&table[h & (table_cap - 1)]);
-    struct sm_special *sp = special_new();
-    if (sp != NULL) {
-        sp->addr = a;
-        struct sm_special *stale = span_add_special(s, sp);
-        if (stale != NULL)
-            special_done(stale);
-        struct sm_mprof_bucket *b = last != NULL ? last : bucket_get(h, stk, n, size);
-        got = b;
-        if (b != NULL) {
-            __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
-            sp->bucket = b;
-        } else {
-            /* No memory for a bucket: the sample is lost. */
-            span_take_special(s, a);
-            sm_fixalloc_free(&special_alloc, sp);
-        }
-    }
-    pthread_mutex_unlock(&prof_lock);
-out:
+    struct sm_mprof_bucket *got = s->state == SM_SPAN_LARGE
+                                      ? record_large(s, last, h, stk, n, size)
+                                      : record_small(s, a, last, h, stk, n, size);
     tls_last_id = id;
     tls_last_bucket = got;
     tls_busy = 0;
@@ -628,11 +654,7 @@ void sm_mprof_record_free(void *p, struct sm_mspan *s)
     if (s == NULL)
         return;
     if (s->state != SM_SPAN_SMALL) {
-        struct sm_mprof_bucket *b = s->prof_bucket;
-        if (b != NULL) {
-            s->prof_bucket = NULL;
-            __atomic_add_fetch(&b->free_objects, 1, __ATOMIC_RELAXED);
-        }
+        large_sample_done(s);
         return;
     }
     /* Most frees in a marked span are of objects that were not sampled:

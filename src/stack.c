@@ -718,13 +718,13 @@ static uint64_t *recent[RECENT_MAX];
 enum { MEMO_END_RULE, MEMO_END_MAX, MEMO_END_ZERO };
 struct memo {
     uint64_t gen;                    /* memo_gen when recorded; 0: none */
-    uint64_t id;                     /* names the capture recorded */
-    uint64_t seq;                    /* ids given on this thread */
+    uint64_t seq;                    /* memos recorded on this thread: the
+                                        last one's id */
     int max, skip;                   /* the capture's */
     int n;                           /* frames visited, pc[0..n) */
     int end;                         /* how the walk ended, MEMO_END_* */
-    uint32_t reach;                  /* words read: at[] < reach */
-    uint32_t zero_at;                /* MEMO_END_ZERO: where 0 was read */
+    uint32_t last_at;                /* the last word read (the 0 of
+                                        MEMO_END_ZERO); at[] <= last_at */
     uintptr_t pc[MEMO_MAX];
     uint32_t at[MEMO_MAX];           /* pc[i] was read at sp0 + 8 * at[i], i > 0 */
 };
@@ -910,13 +910,13 @@ static uintptr_t stack_top(uintptr_t sp)
 __attribute__((no_sanitize_address, no_sanitize_thread))
 static int walk_again(const struct memo *m, uintptr_t *pcs, uintptr_t sp, uintptr_t hi)
 {
-    if (hi - sp < (uintptr_t)m->reach * 8)
+    if (hi - sp < ((uintptr_t)m->last_at + 1) * 8)
         return -1;
     const uintptr_t *base = (const uintptr_t *)sp;
     for (int i = 1; i < m->n; i++)
         if (base[m->at[i]] != m->pc[i])
             return -1;
-    if (m->end == MEMO_END_ZERO && base[m->zero_at] != 0)
+    if (m->end == MEMO_END_ZERO && base[m->last_at] != 0)
         return -1;
     int n = m->n - m->skip;
     if (n < 0)
@@ -946,7 +946,7 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
     if (m->gen == gen && m->pc[0] == pc && m->max == max && m->skip == skip) {
         int n = walk_again(m, pcs, sp, hi);
         if (n >= 0) {
-            *id = m->id;
+            *id = m->seq;
             return n;
         }
     }
@@ -1046,9 +1046,7 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         m->max = max;
         m->skip = skip0;
         m->end = end;
-        m->zero_at = last_at;
-        m->reach = last_at + 1;
-        m->id = seq;
+        m->last_at = last_at;
         __atomic_signal_fence(__ATOMIC_SEQ_CST);
         if (m->seq == seq) {
             m->gen = gen;
