@@ -197,6 +197,9 @@ SM_HIDDEN void sm_mheap_init(struct sm_mheap *h);
 SM_HIDDEN struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_pages, uint8_t kind);
 /* Give a small or large span back; it joins its free neighbours. */
 SM_HIDDEN void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s);
+/* moved: s held a large object that realloc moved elsewhere; its pages
+ * are released sooner (free_excess). */
+SM_HIDDEN void sm_mheap_free_ex(struct sm_mheap *h, struct sm_mspan *s, bool moved);
 /* Resize the live large span s in place to npages pages: extend it over
  * the free pages right after it (false if they are not free or too few), or
  * give its last pages back as a free run.  The object's bytes are counted

@@ -10,8 +10,9 @@
  * when the new size fits them; it grows over the free pages after the span
  * and shrinks by giving its tail back (mheap.c); when it has to move to
  * grow, it gets a quarter more pages than asked, so growing step by step
- * copies O(n) bytes in all.  free gives the span to the thread's cache, or
- * back to mheap.
+ * copies O(n) bytes in all, and the span it left goes to mheap, which
+ * releases it sooner than a freed one (mheap.c, free_excess).  free gives
+ * the span to the thread's cache, or back to mheap.
  *
  * The large cache: per thread, large spans freed recently, kept for the
  * thread's next large malloc of the same size.
@@ -355,6 +356,13 @@ move:;
     if (q == NULL)
         return NULL;   /* errno is ENOMEM; p is untouched */
     memcpy(q, p, old < size ? old : size);
-    sm_free_fast(p);
+    if (sm_unlikely(sm_check_slow)) {
+        sm_free_fast(p);
+        return q;
+    }
+    /* Not to the large cache: nothing asks for the old size again. */
+    if (s->prof_bucket)
+        sm_mprof_record_free(p, s);
+    sm_mheap_free_ex(&sm_heap, s, true);
     return q;
 }

@@ -59,6 +59,9 @@ SM_HIDDEN __thread struct sm_mcache *sm_tls_mcache
 static __thread uint8_t tls_state __attribute__((tls_model("initial-exec")));
 
 SM_HIDDEN uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
+/* A class's first refill in a thread (slow start, refill_count). */
+static uint8_t sm_class_refill_first[SM_NUM_SIZE_CLASSES];
+#define SM_REFILL_FIRST 4
 SM_HIDDEN pthread_mutex_t sm_mcache_lock = PTHREAD_MUTEX_INITIALIZER;
 SM_HIDDEN struct sm_dead_stats sm_dead;
 SM_HIDDEN struct sm_mcache *sm_mcache_all;
@@ -77,6 +80,8 @@ void sm_mcache_init_classes(void)
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
         uint32_t b = 32768 / sm_class_to_size[cls];
         sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
+        uint32_t f = 4096 / sm_class_to_size[cls];
+        sm_class_refill_first[cls] = f < 1 ? 1 : f > SM_REFILL_FIRST ? SM_REFILL_FIRST : f;
     }
     full_bytes = SM_LARGECACHE_MAX_BYTES;
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
@@ -270,13 +275,16 @@ static void note_active(struct sm_mcache *c)
  * written (its link), so a thread that uses a class for a few objects
  * would otherwise make 32 KiB of it resident: with 8 threads over the 31
  * classes up to 1 KiB, most of a MiB.  Loops reach the full batch after
- * four refills.  A flush (idle, sm_free_os_memory) starts over. */
-#define SM_REFILL_FIRST 4
+ * four refills.  A flush (idle, sm_free_os_memory) starts over.  Classes
+ * over 1 KiB start with what fits in one 4 KiB page (one object from
+ * 4 KiB up): a buffer grown by realloc passes through every class once,
+ * and would otherwise leave three untouched objects' pages resident in
+ * each of them. */
 
 static uint32_t refill_count(struct sm_mcache *c, uint32_t cls, uint32_t bound)
 {
     uint32_t batch = sm_class_batch[cls];
-    uint32_t want = c->fetch[cls] ? c->fetch[cls] : SM_REFILL_FIRST;
+    uint32_t want = c->fetch[cls] ? c->fetch[cls] : sm_class_refill_first[cls];
     if (want > batch)
         want = batch;
     c->fetch[cls] = (uint8_t)(2 * want < batch ? 2 * want : batch);

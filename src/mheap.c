@@ -429,22 +429,38 @@ struct sm_mspan *sm_mheap_alloc(struct sm_mheap *h, size_t npages, size_t align_
  * times, with RSS after the last free 8-16 MiB instead of 20-118 MiB.
  * 0 when there is nothing to release, or less than the 64 KiB a release
  * takes at least.  Heap lock held. */
-static size_t free_excess(struct sm_mheap *h, size_t npages)
+static size_t free_excess(struct sm_mheap *h, size_t npages, bool moved)
 {
     /* The largest span freed lately decays by 1/16 at every large free. */
     h->free_big_pages -= h->free_big_pages >> 4;
+    uint64_t keep_pages = h->st.pages_inuse / 100 * sm_opts.retain_percent;
+    uint64_t idle_dirty = h->st.pages_free - h->st.pages_released;
+    if (moved) {
+        /* The old pages of an object realloc moved: a buffer that grows is
+         * not asked for at its old size again, so they get no keep of
+         * their own and no hysteresis, and go back once the idle resident
+         * memory passes the retain target by their size -- the RSS glibc
+         * gets from mremap, which moves a grown chunk's pages instead of
+         * copying them. */
+        if (idle_dirty <= keep_pages + npages || idle_dirty - keep_pages < (64 * 1024) >> SM_PAGE_SHIFT)
+            return 0;
+        return PAGE_BYTES(idle_dirty - keep_pages);
+    }
     if (npages > h->free_big_pages)
         h->free_big_pages = npages;
-    uint64_t keep_pages = h->st.pages_inuse / 100 * sm_opts.retain_percent +
-                          (2 * h->free_big_pages < SM_FREE_KEEP_MAX_PAGES
-                               ? 2 * h->free_big_pages : SM_FREE_KEEP_MAX_PAGES);
-    uint64_t idle_dirty = h->st.pages_free - h->st.pages_released;
+    keep_pages += 2 * h->free_big_pages < SM_FREE_KEEP_MAX_PAGES
+                      ? 2 * h->free_big_pages : SM_FREE_KEEP_MAX_PAGES;
     if (idle_dirty <= 2 * keep_pages || idle_dirty - keep_pages < (64 * 1024) >> SM_PAGE_SHIFT)
         return 0;
     return PAGE_BYTES(idle_dirty - keep_pages);
 }
 
 void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
+{
+    sm_mheap_free_ex(h, s, false);
+}
+
+void sm_mheap_free_ex(struct sm_mheap *h, struct sm_mspan *s, bool moved)
 {
     /* Idle times matter to the scavenger in seconds: the coarse clock. */
     uint64_t now = sm_nanotime_coarse();
@@ -474,7 +490,7 @@ void sm_mheap_free(struct sm_mheap *h, struct sm_mspan *s)
     s->idle_since = now;
     free_join_insert(h, s);
     if (large)
-        excess = free_excess(h, npages);
+        excess = free_excess(h, npages, moved);
     sm_mheap_unlock(h);
     /* Oldest runs first: the span just freed is the newest, the likeliest
      * to be reused, and goes last.  madvise runs without the heap lock. */

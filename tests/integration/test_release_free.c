@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -104,6 +105,50 @@ static int child_steady(void)
     return n <= 4 ? 0 : 1;
 }
 
+/* One buffer grown by realloc in 4 KiB steps from 64 KiB to 16 MiB: each
+ * move leaves the old pages idle, and the heap must not keep them beyond
+ * the retain target and the last span moved out (a buffer that grows does
+ * not come back to its old sizes; glibc's mremap leaves nothing behind).
+ * Without that, they count as large frees: twice the largest one is kept,
+ * and hysteresis lets twice that accumulate. */
+static int child_grow(void)
+{
+    struct sm_memstats m;
+    char *buf = NULL;
+    size_t len = 0, prev = 0, moves = 0;
+    uint64_t worst = 0, worst_at = 0;
+    while (len < 16 * MiB) {
+        len += 4096;
+        size_t had = buf ? malloc_usable_size(buf) : 0;
+        char *q = realloc(buf, len);
+        if (q == NULL)
+            return 3;
+        if (buf != NULL && q != buf) {
+            prev = had;
+            moves++;
+        }
+        buf = q;
+        buf[len - 1] = 1;
+        sm_read_memstats(&m);
+        uint64_t idle_dirty = m.heap_idle - m.heap_released;
+        uint64_t bound = m.heap_inuse / 10 + prev + 256 * 1024;
+        if (idle_dirty > bound && idle_dirty - bound > worst) {
+            worst = idle_dirty - bound;
+            worst_at = len;
+        }
+    }
+    sm_read_memstats(&m);
+    printf("grow to %zu MiB: %zu moves, idle resident at the end %lu KiB, "
+           "worst excess over the bound %lu KiB (at %lu KiB), %lu releases at free\n",
+           len / MiB, moves, (unsigned long)((m.heap_idle - m.heap_released) >> 10),
+           (unsigned long)(worst >> 10), (unsigned long)(worst_at >> 10),
+           (unsigned long)m.num_release_free);
+    free(buf);
+    if (moves < 8)
+        return 4;   /* it grew in place: the case was not exercised */
+    return worst == 0 ? 0 : 1;
+}
+
 static void run_child(const char *which)
 {
     char cmd[1024];
@@ -132,6 +177,12 @@ static void test_steady_loop_bounded(void **state)
     run_child("steady");
 }
 
+static void test_realloc_moves_not_kept(void **state)
+{
+    (void)state;
+    run_child("grow");
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -140,6 +191,8 @@ int main(int argc, char **argv)
             return child_burst();
         if (strcmp(argv[1], "steady") == 0)
             return child_steady();
+        if (strcmp(argv[1], "grow") == 0)
+            return child_grow();
         return 2;
     }
     if (dlsym(RTLD_DEFAULT, "sm_version") == NULL) {
@@ -149,6 +202,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_burst_released_at_free),
         cmocka_unit_test(test_steady_loop_bounded),
+        cmocka_unit_test(test_realloc_moves_not_kept),
     };
     return cmocka_run_group_tests_name("release_free", tests, NULL, NULL);
 }
