@@ -317,9 +317,23 @@ SM_INLINE struct sm_mspan *sm_largecache_bin_take(struct sm_largecache *lc, size
     lc->nheld[n] = (uint8_t)k;
     lc->held -= (uint32_t)n;
     struct sm_mspan **slot = &lc->slot[n][k];
-    if (__atomic_load_n(slot, __ATOMIC_RELAXED) == NULL)
-        return NULL;
-    return __atomic_exchange_n(slot, NULL, __ATOMIC_ACQUIRE);
+    struct sm_mspan *s;
+    /* busy, then steal: a thread that takes from this cache sets steal,
+     * makes every thread execute a barrier, then waits for busy to be 0
+     * (large.c, sm_largecache_reclaim), so either it sees busy or this
+     * sees steal. */
+    __atomic_store_n(&lc->busy, 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (sm_likely(__atomic_load_n(&lc->steal, __ATOMIC_ACQUIRE) == 0)) {
+        s = __atomic_load_n(slot, __ATOMIC_RELAXED);
+        __atomic_store_n(slot, NULL, __ATOMIC_RELAXED);
+    } else {
+        s = __atomic_load_n(slot, __ATOMIC_RELAXED);
+        if (s != NULL)
+            s = __atomic_exchange_n(slot, NULL, __ATOMIC_ACQUIRE);
+    }
+    __atomic_store_n(&lc->busy, 0, __ATOMIC_RELEASE);
+    return s;
 }
 
 /* s, taken from a bin, becomes a live large object again. */

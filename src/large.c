@@ -66,10 +66,22 @@
  *
  * Synchronization, without a lock.  Only the owning thread puts a span in
  * (a release store into a slot above its bin's nheld, which only the owner
- * fills, so it is empty).  The owner takes one out for reuse and any thread
- * takes them out to give back, both by an atomic exchange, so each span
- * leaves exactly once, and the thread that took it owns it.  That exchange
- * is the one atomic instruction of a cached malloc+free pair; a free is
+ * fills, so it is empty).  Another thread takes spans out to give back
+ * by an atomic exchange; the owner takes one out for reuse with a plain
+ * load and store, so a cached malloc+free pair has no atomic instruction
+ * (the exchange was a third of a 64 KiB pair's time).  What keeps the two
+ * from taking the same span is an asymmetric Dekker handshake, the one
+ * user-space RCU and hazard-pointer libraries build on membarrier: the
+ * owner sets busy, then reads steal (both plain), takes, and clears busy;
+ * the other thread sets steal in every cache, calls membarrier, which
+ * makes every running thread execute a full barrier, so that either it
+ * sees that owner's busy afterwards or the owner's read sees steal, waits
+ * for busy to clear, takes with exchanges, and clears steal.  An owner
+ * that sees steal takes by exchange too.  An owner stuck in a take (a
+ * signal handler that never returns) keeps its spans: the wait gives up.
+ * Where the kernel refuses membarrier, caches are made with
+ * SM_LC_ATOMIC and their owners always take by exchange.  So each span
+ * leaves exactly once, and the thread that took it owns it.  A free is
  * plain stores.  nheld[], held and next are the owner's view: a slot
  * another thread emptied still counts until the owner tries to take it
  * (and finds NULL) or evicts it, so the owner's held is never below the
@@ -80,6 +92,7 @@
  * dropped.
  */
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 
 #include "internal.h"
@@ -155,13 +168,38 @@ void sm_largecache_flush(struct sm_mcache *c)
             evict(lc, n);
 }
 
+/* Wait for the owner of lc to leave a take it may be in; false if it stays
+ * in one (a thread stopped there: a signal handler that does not return,
+ * a debugger), and then its spans stay. */
+static bool owner_out(struct sm_largecache *lc)
+{
+    for (int i = 0; __atomic_load_n(&lc->busy, __ATOMIC_ACQUIRE); i++) {
+        if (i == 1000)
+            return false;
+#if defined(__x86_64__) || defined(__i386__)
+        if (i < 100) {
+            __builtin_ia32_pause();
+            continue;
+        }
+#endif
+        sched_yield();
+    }
+    return true;
+}
+
 size_t sm_largecache_reclaim(uint32_t before_epoch)
 {
     struct sm_mspan *taken = NULL;
     size_t bytes = 0;
     pthread_mutex_lock(&sm_mcache_lock);
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
+        __atomic_or_fetch(&c->large.steal, SM_LC_STEAL_NOW, __ATOMIC_RELAXED);
+    bool fenced = sm_os_membarrier();
     for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next) {
         struct sm_largecache *lc = &c->large;
+        bool atomic = __atomic_load_n(&lc->steal, __ATOMIC_RELAXED) & SM_LC_ATOMIC;
+        if (!atomic && (!fenced || !owner_out(lc)))
+            continue;   /* the owner may be taking with plain stores */
         for (size_t n = SM_LARGECACHE_MIN_PAGES; n <= SM_LARGECACHE_MAX_PAGES; n++) {
             if (before_epoch != UINT32_MAX &&
                 __atomic_load_n(&lc->epoch[n], __ATOMIC_RELAXED) > before_epoch)
@@ -175,6 +213,10 @@ size_t sm_largecache_reclaim(uint32_t before_epoch)
             }
         }
     }
+    /* The owners may take with plain stores again: they see the slots
+     * emptied above before they see steal cleared. */
+    for (struct sm_mcache *c = sm_mcache_all; c; c = c->all_next)
+        __atomic_and_fetch(&c->large.steal, (uint8_t)~SM_LC_STEAL_NOW, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&sm_mcache_lock);
     while (taken != NULL) {
         struct sm_mspan *s = taken;

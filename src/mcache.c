@@ -147,9 +147,12 @@ static struct sm_mcache *cache_create(void)
     if (tls_state == 2)
         return NULL;
     sm_init();
+    bool fence = sm_os_membarrier_ok();
     pthread_mutex_lock(&sm_mcache_lock);
     struct sm_mcache *c = sm_fixalloc_alloc(&sm_mcache_cachealloc);
     if (c != NULL) {
+        /* Without membarrier its owner takes large spans by exchange. */
+        c->large.steal = fence ? 0 : SM_LC_ATOMIC;
         /* Set before the scavenger can see the cache (sm_mcache_mark_idle
          * reads it under this lock). */
         __atomic_store_n(&c->active_epoch, __atomic_load_n(&sm_scav_epoch, __ATOMIC_RELAXED),

@@ -55,6 +55,14 @@ void sm_os_free(void *p, size_t size);
 const void *sm_os_map_file(int fd, size_t size);
 void sm_os_unmap_file(void *p, size_t size);
 
+/* A full memory barrier on every running thread of the process, as if each
+ * had executed one where it stands (membarrier, private expedited; Linux
+ * 4.14).  false if the kernel refuses it (older kernel, a seccomp filter):
+ * then nothing was done.  sm_os_membarrier_ok() registers the process
+ * once and says whether it may be used. */
+bool sm_os_membarrier_ok(void);
+bool sm_os_membarrier(void);
+
 /* The kernel's page size (4096 on x86-64). */
 size_t sm_os_page_size(void);
 

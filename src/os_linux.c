@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -177,4 +178,60 @@ void sm_os_free(void *p, size_t size)
     size = (size + ps - 1) & ~(ps - 1);
     if (munmap(p, size) == 0)
         count_mapped(size, false);
+}
+
+/* ---- membarrier ------------------------------------------------------------
+ * The large caches' owners take a span with plain loads and stores, and a
+ * thread that takes spans from other threads' caches first makes them all
+ * execute a barrier through this (large.c). */
+
+#ifndef MEMBARRIER_CMD_PRIVATE_EXPEDITED
+#define MEMBARRIER_CMD_QUERY 0
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED (1 << 3)
+#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+#endif
+
+static int membarrier_state;   /* 0 not asked, 1 usable, 2 refused (atomic) */
+
+static long sys_membarrier(int cmd)
+{
+#ifdef SYS_membarrier
+    return syscall(SYS_membarrier, cmd, 0u, 0);
+#else
+    (void)cmd;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static bool membarrier_register(void)
+{
+    long q = sys_membarrier(MEMBARRIER_CMD_QUERY);
+    return q >= 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+           sys_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+}
+
+bool sm_os_membarrier_ok(void)
+{
+    int st = __atomic_load_n(&membarrier_state, __ATOMIC_ACQUIRE);
+    if (st == 0) {
+        int saved = errno;
+        st = membarrier_register() ? 1 : 2;
+        errno = saved;
+        __atomic_store_n(&membarrier_state, st, __ATOMIC_RELEASE);
+    }
+    return st == 1;
+}
+
+bool sm_os_membarrier(void)
+{
+    if (!sm_os_membarrier_ok())
+        return false;
+    int saved = errno;
+    long r = sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+    /* A fork child is not registered: register it and try again. */
+    if (r != 0 && errno == EPERM && membarrier_register())
+        r = sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+    errno = saved;
+    return r == 0;
 }

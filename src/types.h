@@ -201,7 +201,16 @@ struct sm_cacheclass {
 #define SM_LARGECACHE_IDLE_TICKS 4                 /* scavenger ticks unused
                                                       before it goes back */
 
+/* sm_largecache.steal */
+#define SM_LC_STEAL_NOW 1    /* another thread is taking spans: take by exchange */
+#define SM_LC_ATOMIC 2       /* no membarrier: always take by exchange */
+
 struct sm_largecache {
+    uint8_t busy;                               /* owner: 1 while it takes a
+                                                   span from a slot (large.c) */
+    uint8_t steal;                              /* SM_LC_* bits; 0: the owner
+                                                   takes with plain loads and
+                                                   stores */
     uint8_t nheld[SM_LARGECACHE_MAX_PAGES + 1]; /* owner: slots filled in each
                                                    bin and not taken by the
                                                    owner (another thread may
@@ -218,8 +227,9 @@ struct sm_largecache {
                                                      bin's last store */
     struct sm_mspan *slot[SM_LARGECACHE_MAX_PAGES + 1][SM_LARGECACHE_WAYS];
                                                 /* NULL: empty; the owner
-                                                   stores, anyone may take
-                                                   with an atomic exchange */
+                                                   stores and takes, another
+                                                   thread takes with an atomic
+                                                   exchange (large.c) */
 };
 
 /* The lists come first, indexed by a page's kind byte (types.h, SM_PAGE_*):

@@ -308,6 +308,104 @@ static void test_free_os_memory_takes_every_thread(void **state)
     stats();
 }
 
+/* The owner takes a span with plain stores; a thread that takes spans
+ * from it first waits for it to leave a take.  An owner held in the middle
+ * of one (busy set by hand, as a thread stopped there would leave it)
+ * keeps its spans; once out, they go; afterwards its takes are plain
+ * again.  Without membarrier the cache is made in exchange mode and its
+ * spans go at once. */
+static void test_reclaim_waits_for_owner(void **state)
+{
+    (void)state;
+    struct parked k;
+    pthread_t t;
+    park(&k, &t, 200 * KiB);
+    struct sm_largecache *lc = &k.cache->large;
+    assert_int_equal(cached_spans(k.cache), 1);
+    if (!sm_os_membarrier_ok()) {
+        assert_int_equal(lc->steal, SM_LC_ATOMIC);
+        sm_largecache_reclaim_all();
+        assert_int_equal(cached_spans(k.cache), 0);
+        unpark(&k, t);
+        return;
+    }
+    assert_int_equal(lc->steal, 0);
+    __atomic_store_n(&lc->busy, 1, __ATOMIC_RELEASE);
+    sm_largecache_reclaim_all();
+    assert_int_equal(cached_spans(k.cache), 1);   /* kept: the owner is "in a take" */
+    __atomic_store_n(&lc->busy, 0, __ATOMIC_RELEASE);
+    sm_largecache_reclaim_all();
+    assert_int_equal(cached_spans(k.cache), 0);
+    assert_int_equal(lc->steal, 0);               /* plain takes again */
+    unpark(&k, t);
+    stats();
+}
+
+/* Four threads take and free large spans in their caches as fast as they
+ * can while this one empties every cache over and over: a span taken both
+ * by its owner and by the reclaim would be handed out twice (another
+ * thread's mark found in it) or freed twice (reported, abort). */
+struct churn {
+    int id;
+    int stop;   /* atomic, set by the main thread */
+    unsigned long rounds, bad;
+};
+
+static void *churn_main(void *arg)
+{
+    struct churn *ch = arg;
+    static const size_t sizes[] = {40 * KiB, 64 * KiB, 96 * KiB, 200 * KiB};
+    unsigned long r = 0;
+    while (!__atomic_load_n(&ch->stop, __ATOMIC_ACQUIRE) || r < 20000) {
+        size_t n = sizes[r % 4];
+        unsigned long *p = malloc(n);
+        assert_non_null(p);
+        unsigned long mark = ((unsigned long)ch->id << 56) | r;
+        p[0] = mark;
+        p[n / sizeof *p - 1] = mark;
+        for (int i = 0; i < 8; i++)
+            __asm__ volatile("" ::: "memory");
+        if (p[0] != mark || p[n / sizeof *p - 1] != mark)
+            ch->bad++;
+        free(p);
+        r++;
+    }
+    ch->rounds = r;
+    return NULL;
+}
+
+static void test_reclaim_while_owners_take(void **state)
+{
+    (void)state;
+    enum { T = 4 };
+    struct churn ch[T];
+    pthread_t t[T];
+    struct sm_memstats a = stats();
+    for (int i = 0; i < T; i++) {
+        memset(&ch[i], 0, sizeof ch[i]);
+        ch[i].id = i + 1;
+        assert_int_equal(pthread_create(&t[i], NULL, churn_main, &ch[i]), 0);
+    }
+    size_t reclaimed = 0;
+    for (int i = 0; i < 2000; i++)
+        reclaimed += sm_largecache_reclaim(UINT32_MAX);
+    for (int i = 0; i < T; i++)
+        __atomic_store_n(&ch[i].stop, 1, __ATOMIC_RELEASE);
+    unsigned long rounds = 0;
+    for (int i = 0; i < T; i++) {
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(ch[i].bad, 0);
+        rounds += ch[i].rounds;
+    }
+    print_message("# %lu large malloc+free in 4 threads, 2000 reclaims took %zu MiB\n",
+                  rounds, reclaimed / MiB);
+    assert_true(reclaimed > 0);
+    sm_mheap_check(&sm_heap);
+    struct sm_memstats b = stats();
+    assert_int_equal(large_stats(&b)->mallocs - large_stats(&a)->mallocs, rounds);
+    assert_int_equal(large_stats(&b)->frees - large_stats(&a)->frees, rounds);
+}
+
 static void test_thread_exit_gives_back(void **state)
 {
     (void)state;
@@ -407,6 +505,8 @@ int main(void)
         cmocka_unit_test_setup(test_stats_exact, setup),
         cmocka_unit_test_setup(test_bounds, setup),
         cmocka_unit_test_setup(test_free_os_memory_takes_every_thread, setup),
+        cmocka_unit_test_setup(test_reclaim_waits_for_owner, setup),
+        cmocka_unit_test_setup(test_reclaim_while_owners_take, setup),
         cmocka_unit_test_setup(test_thread_exit_gives_back, setup),
         cmocka_unit_test_setup(test_scavenger_takes_idle, setup),
         cmocka_unit_test_setup(test_memory_limit_takes_them, setup),
