@@ -57,12 +57,15 @@
  *               specials list and its sampled bits (writes).  Taken once
  *               per small sample and once per free of a sampled small
  *               object (or of an object sharing its bit), and by a large
- *               sample only to find or make its bucket in the table (not
- *               when it reuses the thread's last one); held for a few
+ *               sample, or a small one in a span of one object (which
+ *               keeps its bucket in the span as a large one does), only
+ *               to find or make its bucket in the table (not when it
+ *               reuses the thread's last one); held for a few
  *               hundred instructions.  Locks of their own for the span
  *               lists would make that two locks a sample and two a
  *               sampled free; with the sampled bits few frees need one.
- * SM_PAGE_SLOW is set and cleared under prof_lock alone (span_set_slow).
+ * SM_PAGE_SLOW is set and cleared under prof_lock alone, or for spans of
+ * one object by its sample and its free (span_set_slow).
  * Nothing under it calls malloc or the unwinder; the stack is captured
  * before it is taken.  The fork handlers take it before the allocator's
  * own (malloc.c).
@@ -328,7 +331,9 @@ static struct sm_special *special_new(void)
 /* The heap writes the kind bytes of a span only when it hands the span out
  * or takes it back, and a span with a live object (the one being sampled
  * or freed here) is neither; the profiler's own writes are under
- * prof_lock, and every kind byte is stored and loaded whole (atomic).  So
+ * prof_lock, but for spans of one object, whose sample and free are
+ * ordered by the object's own life, and every kind byte is stored and
+ * loaded whole (atomic).  So
  * no heap lock: with classes of one object a span (32 KiB), every small
  * sample and its free set and clear the bit, and the lock was two more
  * lock pairs a sample. */
@@ -559,8 +564,9 @@ static int frames_to_strip(const uintptr_t *pcs, int n)
     return i;
 }
 
-/* A large object's sample: one object, this thread's until it returns it,
- * so the bucket goes in the span, and the counts are atomic: with the
+/* A large object's sample, or a small one in a span of one object (the
+ * classes of 8, 16, 24 and 32 KiB): one object, this thread's until it
+ * returns it, so the bucket goes in the span, and the counts are atomic: with the
  * thread's last bucket (b) no lock is taken (tcmalloc keeps a sampled large
  * object's record beside its span the same way).  Otherwise the bucket of
  * stk[0..n) and size, whose hash is h, is found or made.  Returns the
@@ -575,8 +581,14 @@ static struct sm_mprof_bucket *record_large(struct sm_mspan *s, struct sm_mprof_
     }
     large_sample_done(s);   /* a stale one: its free went unseen */
     s->prof_bucket = b;
-    if (b != NULL)
+    if (b != NULL) {
         __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
+        /* A small span's free must come to sm_mprof_record_free.  Only the
+         * sample of its one object and that object's free write its kind
+         * bytes, one after the other (see span_set_slow). */
+        if (s->state == SM_SPAN_SMALL)
+            span_set_slow(s, true);
+    }
     return b;
 }
 
@@ -641,7 +653,7 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
             n = SM_STACK_MAX;
         h = hash_stack(stk, n, size);
     }
-    struct sm_mprof_bucket *got = s->state == SM_SPAN_LARGE
+    struct sm_mprof_bucket *got = s->state == SM_SPAN_LARGE || sm_class_to_nobjs[s->sizeclass] == 1
                                       ? record_large(s, last, h, stk, n, size)
                                       : record_small(s, a, last, h, stk, n, size);
     tls_last_id = id;
@@ -655,6 +667,11 @@ void sm_mprof_record_free(void *p, struct sm_mspan *s)
         return;
     if (s->state != SM_SPAN_SMALL) {
         large_sample_done(s);
+        return;
+    }
+    if (s->prof_bucket != NULL) {   /* a span of one object (record_large) */
+        large_sample_done(s);
+        span_set_slow(s, false);
         return;
     }
     /* Most frees in a marked span are of objects that were not sampled:

@@ -239,17 +239,49 @@ static void test_large_object_special(void **state)
     set_rate(old);
 }
 
+/* A small object alone in its span (the 8, 16, 24 and 32 KiB classes) is
+ * sampled as a large one is: its bucket in the span, no special; the span
+ * is marked so that its free comes to the profiler, and unmarked by it. */
+static void test_single_object_span_sample(void **state)
+{
+    (void)state;
+    size_t old = set_rate(1);
+    struct snap a, b;
+    snap_take(&a);
+    void *p = alloc_at_site(32768);
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    assert_int_equal(s->state, SM_SPAN_SMALL);
+    assert_int_equal(sm_class_to_nobjs[s->sizeclass], 1);
+    assert_null(s->specials);
+    assert_non_null(s->prof_bucket);
+    assert_true(sm_pagemap_kind((uintptr_t)p) & SM_PAGE_SLOW);
+    free(p);
+    assert_null(s->prof_bucket);
+    assert_false(sm_pagemap_kind((uintptr_t)p) & SM_PAGE_SLOW);
+    snap_take(&b);
+    struct delta d = snap_delta(&a, &b, site_lo(), site_hi());
+    assert_int_equal(d.alloc_objects, 1);
+    assert_int_equal(d.alloc_bytes, 32768);
+    assert_int_equal(d.free_objects, 1);
+    assert_int_equal(d.free_bytes, 32768);
+    snap_drop(&a);
+    snap_drop(&b);
+    set_rate(old);
+}
+
 /* Threads whose only allocations are large sample them at once (no lock:
  * atomic counts), and another thread frees most: every one is counted once
  * each way. */
 enum { LT_THREADS = 4, LT_OBJS = 500 };
 static void *large_objs[LT_THREADS][LT_OBJS];
 
+static size_t lt_base = 65536, lt_step = 4096;   /* sizes: base, base + step */
+
 static void *large_sampler(void *arg)
 {
     void **objs = arg;
     for (int i = 0; i < LT_OBJS; i++) {
-        objs[i] = alloc_at_site(65536 + (size_t)(i & 1) * 4096);
+        objs[i] = alloc_at_site(lt_base + (size_t)(i & 1) * lt_step);
         if (i % 3 == 0) {   /* some freed by their own thread, at once */
             free(objs[i]);
             objs[i] = NULL;
@@ -258,9 +290,10 @@ static void *large_sampler(void *arg)
     return NULL;
 }
 
-static void test_large_samples_threads(void **state)
+static void samples_threads(size_t base, size_t step)
 {
-    (void)state;
+    lt_base = base;
+    lt_step = step;
     size_t old = set_rate(1);
     struct snap a, b;
     snap_take(&a);
@@ -276,11 +309,26 @@ static void test_large_samples_threads(void **state)
     struct delta d = snap_delta(&a, &b, site_lo(), site_hi());
     assert_int_equal(d.alloc_objects, LT_THREADS * LT_OBJS);
     assert_int_equal(d.free_objects, LT_THREADS * LT_OBJS);
-    assert_int_equal(d.alloc_bytes, (uint64_t)LT_THREADS * (LT_OBJS / 2) * (65536 + 69632));
+    assert_int_equal(d.alloc_bytes, (uint64_t)LT_THREADS * (LT_OBJS / 2) * (2 * base + step));
     assert_int_equal(d.free_bytes, d.alloc_bytes);
     snap_drop(&a);
     snap_drop(&b);
     set_rate(old);
+}
+
+static void test_large_samples_threads(void **state)
+{
+    (void)state;
+    samples_threads(65536, 4096);
+}
+
+/* The same with objects alone in their spans (16 and 32 KiB): the span's
+ * mark is set and cleared without prof_lock, by threads that sample and
+ * free concurrently (each span by one thread at a time). */
+static void test_single_object_samples_threads(void **state)
+{
+    (void)state;
+    samples_threads(16384, 16384);
 }
 
 /* ---- buckets --------------------------------------------------------------------- */
@@ -729,6 +777,8 @@ int main(void)
         cmocka_unit_test(test_specials_sorted_any_order),
         cmocka_unit_test(test_large_object_special),
         cmocka_unit_test(test_large_samples_threads),
+        cmocka_unit_test(test_single_object_span_sample),
+        cmocka_unit_test(test_single_object_samples_threads),
         cmocka_unit_test(test_bucket_per_stack_and_size),
         cmocka_unit_test(test_bucket_per_caller),
         cmocka_unit_test(test_stack_starts_at_caller),
