@@ -34,12 +34,12 @@
  * the whole capture fall back to _Unwind_Backtrace, so the two always give
  * the same stack; the unit test compares them over many shapes of code.
  *
- * The cache: 4096 sets of two 64-bit words (64 KiB from the OS layer, made
+ * The cache: 1024 sets of two 64-bit words (16 KiB from the OS layer, made
  * by sm_stack_init, counted in the profiler's other_sys), shared by all
  * threads with no lock: each word holds the address's tag and the packed
  * rule, read and written whole with relaxed atomics, so a reader sees one
  * writer's entry or another's and never a mix.  Rules too big to pack
- * (frames of 512 KiB or more) are computed each time.  Rules of code
+ * (frames of 128 KiB or more) are computed each time.  Rules of code
  * outside every loaded object (registered at run time, which may change
  * under the same address) are not cached.
  *
@@ -656,28 +656,34 @@ static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
 }
 
 /* ---- the rule cache ---------------------------------------------------------
- * Two-way set associative, 4096 sets.  One 64-bit word a slot, read and
+ * Two-way set associative, 1024 sets.  One 64-bit word a slot, read and
  * written whole with relaxed atomics, so a reader sees one writer's entry
  * or another's, never a mix:
  *   bits 0-1   kind (0: empty)
  *   bit  2     CFA from rbp
  *   bit  3     the address is in an object loaded at start-up
- *   bits 4-19  CFA offset / 8
- *   bits 20-28 rbp save offset / 8
- *   bits 29-63 tag: the address >> 12
- * The set index mixes the address's low 12 bits with a hash of the tag, so
- * the tag and the set together name the address exactly. */
-#define SET_BITS 12
+ *   bits 4-17  CFA offset / 8 (frames under 128 KiB)
+ *   bits 18-26 rbp save offset / 8
+ *   bits 27-63 tag: the address >> 10
+ * The set index mixes the address's low 10 bits with a hash of the tag, so
+ * the tag and the set together name the address exactly.  Sets are spread
+ * by the hash, so each rule is most likely on a page of its own: 16 KiB
+ * (2048 rules) rather than 64 KiB keeps what a small program's first
+ * samples make resident at 4 pages, and a large one that walks through
+ * more return addresses only computes some rules again. */
+#define SET_BITS 10
 #define NSETS ((size_t)1 << SET_BITS)
 #define NSLOTS (2 * NSETS)
-#define TAG_SHIFT 29
+#define TAG_SHIFT 27
 #define CACHEABLE_BITS 47
 #define W_FROM_RBP ((uint64_t)1 << 2)
 #define W_BOOT ((uint64_t)1 << 3)
 #define W_CFA_SHIFT 4
-#define W_CFA_BITS 16
-#define W_RBP_SHIFT 20
+#define W_CFA_BITS 14
+#define W_RBP_SHIFT 18
 #define W_RBP_BITS 9
+_Static_assert(W_RBP_SHIFT + W_RBP_BITS == TAG_SHIFT && 64 - TAG_SHIFT == CACHEABLE_BITS - SET_BITS,
+               "the rule word's fields fill it exactly");
 /* Code of the objects loaded at start-up, which are never unloaded. */
 #define BOOT_MAX 64
 
@@ -738,8 +744,8 @@ static void memo_retire_all(void)
 
 static uint64_t *set_of(uintptr_t a)
 {
-    uint64_t tag = a >> 12;
-    size_t set = ((a & 0xfff) ^ ((tag * 0x9e3779b97f4a7c15ull) >> (64 - SET_BITS))) & (NSETS - 1);
+    uint64_t tag = a >> SET_BITS;
+    size_t set = ((a & (NSETS - 1)) ^ ((tag * 0x9e3779b97f4a7c15ull) >> (64 - SET_BITS))) & (NSETS - 1);
     return &rule_cache[2 * set];
 }
 
@@ -747,7 +753,7 @@ static bool rule_pack(uintptr_t a, const struct sm_frame_rule *r, bool boot, uin
 {
     if ((a >> CACHEABLE_BITS) != 0)
         return false;
-    *w = ((uint64_t)(a >> 12) << TAG_SHIFT) | (boot ? W_BOOT : 0) | r->kind;
+    *w = ((uint64_t)(a >> SET_BITS) << TAG_SHIFT) | (boot ? W_BOOT : 0) | r->kind;
     if (r->kind != SM_FRAME_SIMPLE)
         return true;
     if ((r->cfa_off & 7) || (r->cfa_off >> 3) >= (1u << W_CFA_BITS) ||
@@ -783,7 +789,7 @@ static bool in_loaded_object(uintptr_t a)
 /* The cached word for address a, or 0. */
 static inline uint64_t cache_lookup(const uint64_t *set, uintptr_t a)
 {
-    uint64_t tag = a >> 12;
+    uint64_t tag = a >> SET_BITS;
     uint64_t w = __atomic_load_n(&set[0], __ATOMIC_RELAXED);
     if ((w >> TAG_SHIFT) == tag && (w & 3) != 0)
         return w;
@@ -826,7 +832,7 @@ void sm_stack_cache_set(uintptr_t pc, const struct sm_frame_rule *r)
         return;
     uint64_t *set = set_of(pc);
     uint64_t w1 = __atomic_load_n(&set[1], __ATOMIC_RELAXED);
-    int way = (w1 >> TAG_SHIFT) == (uint64_t)(pc >> 12) && (w1 & 3) != 0 ? 1 : 0;
+    int way = (w1 >> TAG_SHIFT) == (uint64_t)(pc >> SET_BITS) && (w1 & 3) != 0 ? 1 : 0;
     __atomic_store_n(&set[way], w, __ATOMIC_RELAXED);
     memo_retire_all();
 }
