@@ -81,7 +81,7 @@ struct sm_class_stats {
     uint64_t frees;
 };
 
-#define SM_MEMSTATS_NUM_BY_SIZE 68
+#define SM_MEMSTATS_NUM_BY_SIZE 70
 
 struct sm_memstats {
 #define SM_MEMSTATS_FIELD_(name, go, doc) uint64_t name;

@@ -49,16 +49,19 @@
  *   - The final raise keeps a multiple of 16 up to SM_SIZE_TABLE16_MAX (1024)
  *     instead of Go's multiple of 128, so classes below 1 KiB also get their
  *     free tail bytes: Go's 640, 704 and 768 become 672, 736 and 816, with
- *     the same 12, 11 and 10 objects per page.  Above 1024 it keeps a
- *     multiple of 128, as Go does, because the look-up table there has one
- *     entry per 128 bytes: a class boundary inside a 128-byte bucket would
- *     send some requests to a larger class than the smallest that fits.
+ *     the same 12, 11 and 10 objects per page.  Above 1024 the walk keeps
+ *     a multiple of 128, as Go does; the measured classes below are
+ *     multiples of 16 there too, so the look-up table above 1024 has one
+ *     entry per 16 bytes (Go's, one per 128).
  *   - Size 0 maps to the 16-byte class: malloc(0) returns a unique minimal
  *     object, as glibc does.
  *
  * Size to class is two table look-ups, as in Go: sm_size_to_class16 indexed
- * by (size + 15) / 16 up to 1024 bytes, sm_size_to_class128 indexed by
- * (size - 1024 + 127) / 128 above.
+ * by (size + 15) / 16 up to 1024 bytes, sm_size_to_class_hi indexed by
+ * (size - 1024 + 15) / 16 above (Go's second table has a step of 128,
+ * which its classes above 1024 are multiples of; the measured classes
+ * below are multiples of 16, so ours has the same step as the first:
+ * 1985 bytes instead of 249).
  *
  * Object index from span offset is a multiply and a shift, not a division:
  * offset / size == (offset * divmagic) >> 32 with divmagic =
@@ -82,14 +85,15 @@
 #define SMALL_SIZE_DIV 16u
 #define SMALL_SIZE_MAX 1024u
 #define LARGE_SIZE_DIV 128u
+#define HI_TABLE_DIV 16u /* the step of the look-up above SMALL_SIZE_MAX */
 
 /* Like Go's "number of size classes has changed": a change to the policy
  * above must be a deliberate change to this number too. */
-#define EXPECTED_NUM_CLASSES 68
+#define EXPECTED_NUM_CLASSES 70
 
 #define MAX_CLASSES 256 /* the look-up tables hold classes in a uint8_t */
 #define NUM_CLASS16 (SMALL_SIZE_MAX / SMALL_SIZE_DIV + 1)
-#define NUM_CLASS128 ((MAX_SMALL_SIZE - SMALL_SIZE_MAX) / LARGE_SIZE_DIV + 1)
+#define NUM_CLASS_HI ((MAX_SMALL_SIZE - SMALL_SIZE_MAX) / HI_TABLE_DIV + 1)
 
 struct sizeclass {
 	uint32_t size;     /* bytes per object */
@@ -100,7 +104,7 @@ struct sizeclass {
 static struct sizeclass classes[MAX_CLASSES];
 static unsigned nclasses;
 static uint8_t size_to_class16[NUM_CLASS16];
-static uint8_t size_to_class128[NUM_CLASS128];
+static uint8_t size_to_class_hi[NUM_CLASS_HI];
 
 __attribute__((noreturn)) static void fail(const char *msg, unsigned cls,
                                            uint32_t value)
@@ -156,24 +160,32 @@ static uint32_t raised_size(const struct sizeclass *c)
  * the walk below, measured with an LD_PRELOAD size histogram (doc/
  * performance.md): sqlite3's page-cache buffers are a 4 KiB page plus a
  * header, 4112 to 4464 bytes, which the walk's classes put in 4864-byte
- * objects, 5 in 3 pages: 4915 bytes of span each.  tcmalloc tunes its
- * class list from measured size profiles the same way.  Each one becomes a
- * class of exactly that size, in the span of at most MEASURED_MAX_PAGES
+ * objects, 5 in 3 pages: 4915 bytes of span each.  redis keeps a 512-byte
+ * value as a string of 518 bytes (its header and terminator), which the
+ * walk puts in 576-byte objects (glibc: a 528-byte chunk), and a 4 KiB
+ * value as 4102 bytes, which went in the 4224-byte class, 19 objects in 10
+ * pages: 4311 bytes of span each (glibc: a 4112-byte chunk).  tcmalloc
+ * tunes its class list from measured size profiles the same way.  Each one
+ * becomes a class of exactly that size, in the span of at most max_pages
  * pages with the least tail, if that costs fewer span bytes per object
- * than the class that served it. */
-static const uint32_t measured[] = { 4224, 4480 };
-#define MEASURED_MAX_PAGES 10 /* Go's largest small span */
+ * than the class that served it.  Go's largest small span is 10 pages; a
+ * class just over a power of two needs more to leave little tail (4112:
+ * 4.6% in 10 pages, 1.2% in 32), and since only the pages a program
+ * touches become resident, a longer span costs address space, not memory. */
+static const struct {
+	uint32_t size, max_pages;
+} measured[] = { { 528, 10 }, { 4112, 32 }, { 4224, 10 }, { 4480, 10 } };
 
-static void add_measured(uint32_t size)
+static void add_measured(uint32_t size, uint32_t max_pages)
 {
 	unsigned at = 1;
 	while (at < nclasses && classes[at].size < size)
 		at++;
 	if (at == nclasses || classes[at].size == size ||
-	    size % LARGE_SIZE_DIV != 0)
+	    size % MIN_ALIGN != 0)
 		fail("measured size not between two classes", at, size);
 	struct sizeclass c = { size, 1, 0 };
-	for (uint32_t n = 2; n <= MEASURED_MAX_PAGES; n++) {
+	for (uint32_t n = 2; n <= max_pages; n++) {
 		struct sizeclass t = { size, n, 0 };
 		if ((uint64_t)tail_waste(&t) * span_bytes(&c) <
 		    (uint64_t)tail_waste(&c) * span_bytes(&t))
@@ -230,7 +242,7 @@ static void make_classes(void)
 		classes[i].size = raised_size(&classes[i]);
 
 	for (unsigned i = 0; i < sizeof measured / sizeof measured[0]; i++)
-		add_measured(measured[i]);
+		add_measured(measured[i].size, measured[i].max_pages);
 
 	for (unsigned i = 1; i < nclasses; i++)
 		classes[i].divmagic = UINT32_MAX / classes[i].size + 1;
@@ -253,9 +265,9 @@ static void make_lookup(void)
 {
 	for (uint32_t i = 0; i < NUM_CLASS16; i++)
 		size_to_class16[i] = (uint8_t)class_for(i * SMALL_SIZE_DIV);
-	for (uint32_t i = 0; i < NUM_CLASS128; i++)
-		size_to_class128[i] =
-		    (uint8_t)class_for(SMALL_SIZE_MAX + i * LARGE_SIZE_DIV);
+	for (uint32_t i = 0; i < NUM_CLASS_HI; i++)
+		size_to_class_hi[i] =
+		    (uint8_t)class_for(SMALL_SIZE_MAX + i * HI_TABLE_DIV);
 }
 
 /* The same arithmetic as sm_size_to_class in the generated header. */
@@ -264,8 +276,8 @@ static unsigned lookup(uint32_t size)
 	if (size <= SMALL_SIZE_MAX)
 		return size_to_class16[(size + SMALL_SIZE_DIV - 1) /
 		                       SMALL_SIZE_DIV];
-	return size_to_class128[(size - SMALL_SIZE_MAX + LARGE_SIZE_DIV - 1) /
-	                        LARGE_SIZE_DIV];
+	return size_to_class_hi[(size - SMALL_SIZE_MAX + HI_TABLE_DIV - 1) /
+	                        HI_TABLE_DIV];
 }
 
 static void check(void)
@@ -286,9 +298,6 @@ static void check(void)
 
 		if (c->size % MIN_ALIGN != 0)
 			fail("size is not a multiple of 16", i, c->size);
-		if (c->size > SMALL_SIZE_MAX && c->size % LARGE_SIZE_DIV != 0)
-			fail("size above 1024 is not a multiple of 128", i,
-			     c->size);
 		if (c->size > MAX_SMALL_SIZE)
 			fail("size exceeds the largest small size", i, c->size);
 		if (c->size <= classes[i - 1].size)
@@ -385,13 +394,13 @@ static void print_tables(void)
 	printf("};\n\n");
 
 	printf("/* Class of sizes above SM_SIZE_TABLE16_MAX, indexed by\n"
-	       " * (size - 1024 + 127) / 128. */\n");
-	printf("static const uint8_t sm_size_to_class128[(SM_MAX_SMALL_SIZE - "
+	       " * (size - 1024 + 15) / 16. */\n");
+	printf("static const uint8_t sm_size_to_class_hi[(SM_MAX_SMALL_SIZE - "
 	       "SM_SIZE_TABLE16_MAX) /\n"
-	       "                                        SM_SIZE_TABLE128_DIV + 1] "
+	       "                                        SM_SIZE_TABLE_HI_DIV + 1] "
 	       "= {\n");
-	for (unsigned i = 0; i < NUM_CLASS128; i++)
-		print_elem(i, NUM_CLASS128, 10, size_to_class128[i]);
+	for (unsigned i = 0; i < NUM_CLASS_HI; i++)
+		print_elem(i, NUM_CLASS_HI, 10, size_to_class_hi[i]);
 	printf("};\n\n");
 }
 
@@ -425,13 +434,13 @@ static void print_header(void)
 	printf("#define SM_MAX_SMALL_SIZE %u\n", MAX_SMALL_SIZE);
 	printf("#define SM_NUM_SIZE_CLASSES %u\n", nclasses);
 	printf("/* The size-to-class tables: sm_size_to_class16 for sizes up to\n"
-	       " * SM_SIZE_TABLE16_MAX in steps of SM_SIZE_TABLE16_DIV, sm_size_to_class128\n"
-	       " * above it up to SM_MAX_SMALL_SIZE in steps of SM_SIZE_TABLE128_DIV (Go's\n"
-	       " * smallSizeMax, smallSizeDiv, largeSizeDiv).  SM_MAX_SMALL_SIZE is the\n"
-	       " * largest small object; above it objects are large (whole pages). */\n");
+	       " * SM_SIZE_TABLE16_MAX in steps of SM_SIZE_TABLE16_DIV, sm_size_to_class_hi\n"
+	       " * above it up to SM_MAX_SMALL_SIZE in steps of SM_SIZE_TABLE_HI_DIV (Go's\n"
+	       " * smallSizeMax and smallSizeDiv; its largeSizeDiv is 128).  SM_MAX_SMALL_SIZE\n"
+	       " * is the largest small object; above it objects are large (whole pages). */\n");
 	printf("#define SM_SIZE_TABLE16_DIV %u\n", SMALL_SIZE_DIV);
 	printf("#define SM_SIZE_TABLE16_MAX %u\n", SMALL_SIZE_MAX);
-	printf("#define SM_SIZE_TABLE128_DIV %u\n\n", LARGE_SIZE_DIV);
+	printf("#define SM_SIZE_TABLE_HI_DIV %u\n\n", HI_TABLE_DIV);
 
 	print_tables();
 
@@ -445,9 +454,9 @@ static void print_header(void)
 	       "\t\treturn sm_size_to_class16[(size + SM_SIZE_TABLE16_DIV - 1) "
 	       "/\n"
 	       "\t\t                          SM_SIZE_TABLE16_DIV];\n"
-	       "\treturn sm_size_to_class128[(size - SM_SIZE_TABLE16_MAX +\n"
-	       "\t                            SM_SIZE_TABLE128_DIV - 1) /\n"
-	       "\t                           SM_SIZE_TABLE128_DIV];\n"
+	       "\treturn sm_size_to_class_hi[(size - SM_SIZE_TABLE16_MAX +\n"
+	       "\t                             SM_SIZE_TABLE_HI_DIV - 1) /\n"
+	       "\t                            SM_SIZE_TABLE_HI_DIV];\n"
 	       "}\n\n"
 	       "#endif\n");
 }

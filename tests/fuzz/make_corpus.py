@@ -21,7 +21,7 @@ MALLOC, CALLOC, MEMALIGN, POSIX_MEMALIGN, ALIGNED_ALLOC, VALLOC = 0, 2, 3, 4, 5,
 PVALLOC = 6 + 16           # same case, (op >> 4) % 2 == 1
 REALLOC, FREE, USABLE, STATS, FREE_OS, SETTING, PROFILE = 7, 9, 11, 12, 13, 14, 15
 
-NUM_CLASSES = 68   # SM_NUM_SIZE_CLASSES in src/sizeclasses.h
+NUM_CLASSES = 70   # SM_NUM_SIZE_CLASSES in src/sizeclasses.h
 
 
 def size_exact(n):

@@ -33,9 +33,9 @@
 #include "../../src/sizeclasses.h"
 
 /* Changing the policy in mksizeclasses.c must change this on purpose: it is
- * Go's 68 without the 8- and 24-byte classes, plus the two measured ones
- * (4224 and 4480 bytes). */
-#define EXPECTED_NUM_CLASSES 68
+ * Go's 68 without the 8- and 24-byte classes, plus the four measured ones
+ * (528, 4112, 4224 and 4480 bytes). */
+#define EXPECTED_NUM_CLASSES 70
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -54,9 +54,9 @@ static void test_class_count(void **state)
 	assert_int_equal(ARRAY_LEN(sm_class_to_divmagic), SM_NUM_SIZE_CLASSES);
 	assert_int_equal(ARRAY_LEN(sm_size_to_class16),
 	                 SM_SIZE_TABLE16_MAX / SM_SIZE_TABLE16_DIV + 1);
-	assert_int_equal(ARRAY_LEN(sm_size_to_class128),
+	assert_int_equal(ARRAY_LEN(sm_size_to_class_hi),
 	                 (SM_MAX_SMALL_SIZE - SM_SIZE_TABLE16_MAX) /
-	                         SM_SIZE_TABLE128_DIV +
+	                         SM_SIZE_TABLE_HI_DIV +
 	                     1);
 	/* Class indices must fit the uint8_t look-up tables. */
 	assert_true(SM_NUM_SIZE_CLASSES <= 256);
@@ -79,10 +79,10 @@ static void test_sizes(void **state)
 		if (size % 16 != 0)
 			fail_msg("class %u: size %u is not a multiple of 16", c,
 			         size);
-		if (size > SM_SIZE_TABLE16_MAX && size % SM_SIZE_TABLE128_DIV != 0)
+		if (size > SM_SIZE_TABLE16_MAX && size % SM_SIZE_TABLE_HI_DIV != 0)
 			fail_msg("class %u: size %u above %u is not a multiple "
 			         "of %u",
-			         c, size, SM_SIZE_TABLE16_MAX, SM_SIZE_TABLE128_DIV);
+			         c, size, SM_SIZE_TABLE16_MAX, SM_SIZE_TABLE_HI_DIV);
 		if (size <= sm_class_to_size[c - 1])
 			fail_msg("class %u: size %u not above class %u's %u", c,
 			         size, c - 1, sm_class_to_size[c - 1]);
@@ -189,7 +189,7 @@ static void test_lookup_exact(void **state)
 	assert_int_equal(sm_size_to_class(0), 1);
 	/* Never read through sm_size_to_class (1024 is in the first table),
 	 * but it must agree with the entry that is. */
-	assert_int_equal(sm_size_to_class128[0],
+	assert_int_equal(sm_size_to_class_hi[0],
 	                 sm_size_to_class16[ARRAY_LEN(sm_size_to_class16) - 1]);
 
 	for (size_t size = 0; size <= SM_MAX_SMALL_SIZE; size++) {
