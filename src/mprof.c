@@ -122,8 +122,14 @@
 struct sm_mprof_bucket {
     struct sm_mprof_bucket *allnext;   /* every bucket, newest first */
     size_t size;                       /* bytes of each object */
-    /* Counts (atomic: a large object's sample and free take no lock);
-     * bytes are these times size. */
+    /* Counts; bytes are these times size.  The thread that made the
+     * bucket (owner: its cache) counts in own_* with plain loads and
+     * stores, any other thread in the shared ones, atomically (a large
+     * object's sample and free take no lock); a count is the sum.  Most
+     * samples of a stack, and their frees, are one thread's: a locked add
+     * was two fifths of a 1 MiB malloc+free sampled every time. */
+    struct sm_mcache *owner;
+    uint64_t own_alloc, own_free;
     uint64_t alloc_objects, free_objects;
     uint32_t nstk;
     uintptr_t stk[];                   /* return addresses, leaf first */
@@ -190,6 +196,19 @@ static uint64_t next_random(struct sm_mcache *c)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
+/* A gap between samples: exponential with mean rate bytes. */
+static intptr_t draw_gap(struct sm_mcache *c, size_t rate)
+{
+    /* u = q / 2^52 in (0, 1]; -ln(u) * rate, capped at 20 means as Go
+     * does. */
+    double d = sm_neg_ln_unit((next_random(c) >> 12) + 1, 52) * (double)rate;
+    if (d > 20.0 * (double)rate)
+        d = 20.0 * (double)rate;
+    if (d > (double)(INTPTR_MAX / 2))
+        d = (double)(INTPTR_MAX / 2);
+    return (intptr_t)d;
+}
+
 intptr_t sm_mprof_next_sample(struct sm_mcache *c)
 {
     size_t rate = __atomic_load_n(&sm_opts.profile_rate, __ATOMIC_RELAXED);
@@ -199,14 +218,7 @@ intptr_t sm_mprof_next_sample(struct sm_mcache *c)
         return SM_MPROF_RECHECK;
     if (rate == 1)
         return 0;
-    /* u = q / 2^52 in (0, 1]; -ln(u) * rate, capped at 20 means as Go
-     * does. */
-    double d = sm_neg_ln_unit((next_random(c) >> 12) + 1, 52) * (double)rate;
-    if (d > 20.0 * (double)rate)
-        d = 20.0 * (double)rate;
-    if (d > (double)(INTPTR_MAX / 2))
-        d = (double)(INTPTR_MAX / 2);
-    return (intptr_t)d;
+    return draw_gap(c, rate);
 }
 
 size_t sm_set_profile_rate(size_t bytes)
@@ -306,6 +318,7 @@ static struct sm_mprof_bucket *bucket_get(uint64_t h, const uintptr_t *stk, int 
     if (b == NULL)
         return NULL;
     memset(b, 0, sizeof *b);
+    b->owner = sm_tls_mcache == &sm_mcache_empty ? NULL : sm_tls_mcache;
     b->size = size;
     b->nstk = (uint32_t)n;
     memcpy(b->stk, stk, (size_t)n * sizeof *stk);
@@ -396,10 +409,32 @@ static struct sm_special *span_take_special(struct sm_mspan *s, uintptr_t a)
     return sp;
 }
 
+/* One more object allocated, or freed, in b's counts.  The owner's own
+ * counts have one writer: a cache is another thread's only after its
+ * thread gave it back (sm_mcache_thread_exit, under sm_mcache_lock), and a
+ * thread with no cache is never an owner. */
+static void count_alloc(struct sm_mprof_bucket *b)
+{
+    if (b->owner == sm_tls_mcache)
+        __atomic_store_n(&b->own_alloc, __atomic_load_n(&b->own_alloc, __ATOMIC_RELAXED) + 1,
+                         __ATOMIC_RELAXED);
+    else
+        __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
+}
+
+static void count_free(struct sm_mprof_bucket *b)
+{
+    if (b->owner == sm_tls_mcache)
+        __atomic_store_n(&b->own_free, __atomic_load_n(&b->own_free, __ATOMIC_RELAXED) + 1,
+                         __ATOMIC_RELAXED);
+    else
+        __atomic_add_fetch(&b->free_objects, 1, __ATOMIC_RELAXED);
+}
+
 /* Count sp's object freed and give sp back. */
 static void special_done(struct sm_special *sp)
 {
-    __atomic_add_fetch(&sp->bucket->free_objects, 1, __ATOMIC_RELAXED);
+    count_free(sp->bucket);
     sm_fixalloc_free(&special_alloc, sp);
 }
 
@@ -411,7 +446,7 @@ static void large_sample_done(struct sm_mspan *s)
     struct sm_mprof_bucket *b = s->prof_bucket;
     if (b != NULL) {
         s->prof_bucket = NULL;
-        __atomic_add_fetch(&b->free_objects, 1, __ATOMIC_RELAXED);
+        count_free(b);
     }
 }
 
@@ -582,7 +617,7 @@ static struct sm_mprof_bucket *record_large(struct sm_mspan *s, struct sm_mprof_
     large_sample_done(s);   /* a stale one: its free went unseen */
     s->prof_bucket = b;
     if (b != NULL) {
-        __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
+        count_alloc(b);
         /* A small span's free must come to sm_mprof_record_free.  Only the
          * sample of its one object and that object's free write its kind
          * bytes, one after the other (see span_set_slow). */
@@ -613,7 +648,7 @@ static struct sm_mprof_bucket *record_small(struct sm_mspan *s, uintptr_t a,
         if (b == NULL)
             b = bucket_get(h, stk, n, size);
         if (b != NULL) {
-            __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
+            count_alloc(b);
             sp->bucket = b;
         } else {
             /* No memory for a bucket: the sample is lost. */
@@ -710,8 +745,10 @@ int sm_mprof_snapshot(struct sm_prof_record **recs, size_t *nrecs)
         for (struct sm_mprof_bucket *b = all_buckets; b && i < n; b = b->allnext, i++) {
             /* Frees first: an object is counted allocated before freed,
              * so in use is never negative. */
-            r[i].free_objects = __atomic_load_n(&b->free_objects, __ATOMIC_RELAXED);
-            r[i].alloc_objects = __atomic_load_n(&b->alloc_objects, __ATOMIC_RELAXED);
+            r[i].free_objects = __atomic_load_n(&b->free_objects, __ATOMIC_RELAXED) +
+                                __atomic_load_n(&b->own_free, __ATOMIC_RELAXED);
+            r[i].alloc_objects = __atomic_load_n(&b->alloc_objects, __ATOMIC_RELAXED) +
+                                 __atomic_load_n(&b->own_alloc, __ATOMIC_RELAXED);
             r[i].alloc_bytes = r[i].alloc_objects * b->size;
             r[i].free_bytes = r[i].free_objects * b->size;
             r[i].nstack = (int)b->nstk;
