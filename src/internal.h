@@ -324,14 +324,12 @@ SM_INLINE struct sm_mspan *sm_largecache_bin_take(struct sm_largecache *lc, size
      * sees steal. */
     __atomic_store_n(&lc->busy, 1, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    if (sm_likely(__atomic_load_n(&lc->steal, __ATOMIC_ACQUIRE) == 0)) {
-        s = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    bool plain = __atomic_load_n(&lc->steal, __ATOMIC_ACQUIRE) == 0;
+    s = __atomic_load_n(slot, __ATOMIC_RELAXED);
+    if (sm_likely(plain))
         __atomic_store_n(slot, NULL, __ATOMIC_RELAXED);
-    } else {
-        s = __atomic_load_n(slot, __ATOMIC_RELAXED);
-        if (s != NULL)
-            s = __atomic_exchange_n(slot, NULL, __ATOMIC_ACQUIRE);
-    }
+    else if (s != NULL)
+        s = __atomic_exchange_n(slot, NULL, __ATOMIC_ACQUIRE);
     __atomic_store_n(&lc->busy, 0, __ATOMIC_RELEASE);
     return s;
 }

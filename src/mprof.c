@@ -413,22 +413,22 @@ static struct sm_special *span_take_special(struct sm_mspan *s, uintptr_t a)
  * counts have one writer: a cache is another thread's only after its
  * thread gave it back (sm_mcache_thread_exit, under sm_mcache_lock), and a
  * thread with no cache is never an owner. */
-static void count_alloc(struct sm_mprof_bucket *b)
+static void count(const struct sm_mprof_bucket *b, uint64_t *own, uint64_t *shared)
 {
     if (b->owner == sm_tls_mcache)
-        __atomic_store_n(&b->own_alloc, __atomic_load_n(&b->own_alloc, __ATOMIC_RELAXED) + 1,
-                         __ATOMIC_RELAXED);
+        __atomic_store_n(own, __atomic_load_n(own, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
     else
-        __atomic_add_fetch(&b->alloc_objects, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(shared, 1, __ATOMIC_RELAXED);
+}
+
+static void count_alloc(struct sm_mprof_bucket *b)
+{
+    count(b, &b->own_alloc, &b->alloc_objects);
 }
 
 static void count_free(struct sm_mprof_bucket *b)
 {
-    if (b->owner == sm_tls_mcache)
-        __atomic_store_n(&b->own_free, __atomic_load_n(&b->own_free, __ATOMIC_RELAXED) + 1,
-                         __ATOMIC_RELAXED);
-    else
-        __atomic_add_fetch(&b->free_objects, 1, __ATOMIC_RELAXED);
+    count(b, &b->own_free, &b->free_objects);
 }
 
 /* Count sp's object freed and give sp back. */
