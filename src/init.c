@@ -48,7 +48,7 @@ void sm_init_slow(void)
         if (sm_opts.verbose)
             sm_options_print();
         sm_mheap_init(&sm_heap);
-        sm_heap.reclaim = sm_largecache_reclaim_all;
+        sm_heap.reclaim = sm_reclaim_above_heap;
         for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
             sm_mcentral_init(&sm_central[cls], cls);
         for (unsigned k = 5; k <= SM_PAGE_SHIFT; k++)

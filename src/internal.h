@@ -266,6 +266,19 @@ SM_HIDDEN void *sm_mcentral_alloc_one(struct sm_mcentral *c, struct sm_mheap *h)
 SM_HIDDEN void sm_mcentral_free_one(struct sm_mcentral *c, struct sm_mheap *h, void *p);
 /* Return every fully free span to the heap (for sm_free_os_memory). */
 SM_HIDDEN void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap *h);
+/* A thread cache's refill: a parked list of at most max objects if there
+ * is one (then possibly more than want), else up to want from spans. */
+SM_HIDDEN uint32_t sm_mcentral_refill(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, uint32_t max, void **head);
+/* A thread cache's whole list of n objects: parked as it is if there is
+ * room, else its objects go back to their spans. */
+SM_HIDDEN void sm_mcentral_park(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n);
+/* Parked lists to their spans: all of them (all true), or, for the
+ * scavenger, only if none was parked or taken since its last call. */
+SM_HIDDEN void sm_mcentral_flush_parked(struct sm_mcentral *c, struct sm_mheap *h, bool all);
+/* Every class's parked lists to their spans. */
+SM_HIDDEN void sm_mcentral_flush_parked_all(void);
+/* Bytes of objects parked in all classes (atomic). */
+SM_HIDDEN extern uint64_t sm_parked_total;
 
 /* ---- mcache.c --------------------------------------------------------- */
 SM_HIDDEN extern struct sm_mcache sm_mcache_empty;
@@ -435,6 +448,9 @@ SM_HIDDEN void sm_mstats_print_prometheus(FILE *out, const struct sm_memstats *m
 SM_HIDDEN extern uint64_t sm_flush_gen;   /* sm_free_os_memory requests */
 SM_HIDDEN extern uint32_t sm_scav_epoch;  /* scavenger ticks so far */
 SM_HIDDEN void sm_release_central_empty(void);
+/* The heap's reclaim hook (soft memory limit): the threads' large caches
+ * and the central parked lists go back. */
+SM_HIDDEN void sm_reclaim_above_heap(void);
 SM_HIDDEN size_t sm_scavenge_tick(uint64_t now);
 
 /* ---- worker.c --------------------------------------------------------- */

@@ -339,11 +339,12 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
         if (cc->head == NULL) {
             void *head;
             uint32_t want = refill_count(c, cls, cc->bound);
-            uint32_t n = sm_mcentral_alloc_batch(&sm_central[cls], &sm_heap, want, &head);
+            uint32_t n = sm_mcentral_refill(&sm_central[cls], &sm_heap, want, cc->bound, &head);
             if (n == 0) {
                 errno = ENOMEM;
                 return NULL;
             }
+            c->unparked[cls] = n > want;   /* more than the spans give: parked */
             cc->head = head;
             cc->room = cc->bound - n;
             sm_worker_start();
@@ -365,7 +366,40 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
     return p;
 }
 
-/* Give a class list back to mcentral, all of it. */
+/* A list at its bound goes to mcentral to be parked (mcentral.c), all of
+ * it, with one exception.  A list that came whole from a parked list and
+ * fills up again before the next drain belongs to a thread that allocates
+ * and frees around its bound: parking it all would send the whole list
+ * back and forth at every turn.  Then the newest half stays (its objects
+ * were just freed, so following their links is cheap) and the rest is
+ * parked. */
+static void drain_to_park(struct sm_mcache *c, struct sm_cacheclass *cc, uint32_t cls)
+{
+    uint32_t n = sm_cacheclass_count(cc);
+    uint32_t keep = c->unparked[cls] ? n / 2 : 0;
+    void *head = cc->head, *give = head;
+    c->unparked[cls] = 0;
+    if (keep != 0) {
+        void *p = head;
+        for (uint32_t i = 1; i < keep; i++) {
+            void *next = sm_link_load(p);
+            if (sm_unlikely(sm_freelist_bad(next)))
+                sm_freelist_corrupt("free", p, next);
+            p = next;
+        }
+        give = sm_link_load(p);
+        if (sm_unlikely(sm_freelist_bad(give)))
+            sm_freelist_corrupt("free", p, give);
+        sm_link_store(p, NULL);
+    } else {
+        head = NULL;
+    }
+    cc->head = head;
+    cc->room = cc->bound - keep;
+    sm_mcentral_park(&sm_central[cls], &sm_heap, give, n - keep);
+}
+
+/* Give a class list back to its spans, all of it. */
 static void drain(struct sm_cacheclass *cc, uint32_t cls)
 {
     uint32_t n = sm_cacheclass_count(cc);
@@ -446,7 +480,7 @@ static void free_small_slow(void *p, uint8_t kind)
         return;
     }
     if (cc->room == 0)
-        drain(cc, cls);
+        drain_to_park(c, cc, cls);
     *(void **)p = sm_freelist_encode(p, cc->head);
     cc->head = p;
     cc->room--;
@@ -458,6 +492,7 @@ void sm_mcache_flush(struct sm_mcache *c)
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
         drain(&c->c[cls], cls);
     memset(c->fetch, 0, sizeof c->fetch);
+    memset(c->unparked, 0, sizeof c->unparked);
     sm_largecache_flush(c);
 }
 

@@ -17,7 +17,8 @@
  * checked mode a span keeps its objects' states (s->checkstate), dropped
  * when it goes back to the heap.
  *
- * Locking: c->lock guards the lists and every span on them.  The heap lock
+ * Locking: c->lock guards the lists, the parked lists (below) and every
+ * span on them.  The heap lock
  * is taken inside it (order: mcentral, then heap), or with it dropped while
  * a new span is made.
  */
@@ -26,6 +27,7 @@
 #include "internal.h"
 
 SM_HIDDEN struct sm_mcentral sm_central[SM_NUM_SIZE_CLASSES];
+SM_HIDDEN uint64_t sm_parked_total;
 
 void sm_mcentral_init(struct sm_mcentral *c, uint32_t sizeclass)
 {
@@ -96,9 +98,26 @@ static struct sm_mspan *span_with_free(struct sm_mcentral *c, struct sm_mheap *h
 
 uint32_t sm_mcentral_alloc_batch(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, void **head)
 {
+    return sm_mcentral_refill(c, h, want, 0, head);
+}
+
+uint32_t sm_mcentral_refill(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, uint32_t max, void **head)
+{
     uint32_t got = 0;
     void *list = NULL;
     pthread_mutex_lock(&c->lock);
+    if (c->nparked != 0 && c->parked[c->nparked - 1].n <= max) {
+        struct sm_parked *pk = &c->parked[c->nparked - 1];
+        uint64_t bytes = (uint64_t)pk->n * sm_class_to_size[c->sizeclass];
+        *head = pk->head;
+        got = pk->n;
+        __atomic_store_n(&c->nparked, c->nparked - 1, __ATOMIC_RELAXED);
+        c->parked_bytes -= bytes;
+        c->parked_used = 1;
+        pthread_mutex_unlock(&c->lock);
+        __atomic_sub_fetch(&sm_parked_total, bytes, __ATOMIC_RELAXED);
+        return got;
+    }
     while (got < want) {
         struct sm_mspan *s = span_with_free(c, h);
         if (s == NULL)
@@ -181,9 +200,10 @@ static void give_back_all(struct sm_mheap *h, struct sm_mspan *empty)
  * object; mimalloc frees each object straight to its page's own list.
  * Each object is still checked to be an object boundary of the span and
  * not already free before its link is read. */
-void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n)
+/* n objects of the list at head back to their spans (c->lock held);
+ * spans all free go on *empty. */
+static void put_list(struct sm_mcentral *c, void *head, uint32_t n, struct sm_mspan **empty)
 {
-    struct sm_mspan *empty = NULL;   /* spans to give back, linked by next */
     void *from = NULL;
     uintptr_t key = sm_freelist_key;
     uint32_t cls = c->sizeclass;
@@ -193,13 +213,12 @@ void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *hea
     uintptr_t span_bytes = (uintptr_t)sm_class_to_npages[cls] << SM_PAGE_SHIFT;
     struct sm_mspan *s = NULL;       /* the current run's span */
     uintptr_t base = 0;
-    pthread_mutex_lock(&c->lock);
     for (uint32_t i = 0; i < n; i++) {
         void *p = head;
         uintptr_t off = (uintptr_t)p - base;
         if (s == NULL || off >= span_bytes) {
             if (s != NULL)
-                settle(c, s, &empty);
+                settle(c, s, empty);
             s = span_of(c, p, from);
             base = s->base;
             off = (uintptr_t)p - base;
@@ -213,7 +232,14 @@ void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *hea
         from = p;
     }
     if (s != NULL)
-        settle(c, s, &empty);
+        settle(c, s, empty);
+}
+
+void sm_mcentral_free_batch(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n)
+{
+    struct sm_mspan *empty = NULL;   /* spans to give back, linked by next */
+    pthread_mutex_lock(&c->lock);
+    put_list(c, head, n, &empty);
     pthread_mutex_unlock(&c->lock);
     give_back_all(h, empty);
 }
@@ -245,4 +271,76 @@ void sm_mcentral_release_empty(struct sm_mcentral *c, struct sm_mheap *h)
     }
     pthread_mutex_unlock(&c->lock);
     give_back_all(h, empty);
+}
+
+/* ---- parked lists --------------------------------------------------------
+ * A thread cache at its bound gives its whole list back (mcache.c).  Taking
+ * that list apart into its spans (a page-map look-up, a check and a bit
+ * per object) and building a new one at the next refill (a link written
+ * into each object) is most of what a program pays when its working set
+ * moves through the caches: a program that allocates 65536 objects and
+ * frees them again spent 43% of its time there.  So the list is parked as
+ * it is, and the next refill of any thread takes it whole: both moves are
+ * a few stores under the lock (tcmalloc's transfer cache).
+ *
+ * What it costs: objects on a parked list keep their spans from being
+ * given back to the heap.  So parked lists are bounded (SM_PARK_SLOTS
+ * lists and SM_PARK_CLASS_BYTES per class, SM_PARK_BYTES in all; past that
+ * a list goes to its spans as before), and they go to their spans when a
+ * whole scavenger tick passes with no list of their class parked or taken,
+ * when sm_free_os_memory is called, and before the heap passes the soft
+ * memory limit.  A parked list
+ * is not checked when it is parked: its objects get the allocation path's
+ * checks when handed out, and mcentral's own when they go to their spans.
+ */
+
+void sm_mcentral_park(struct sm_mcentral *c, struct sm_mheap *h, void *head, uint32_t n)
+{
+    uint64_t bytes = (uint64_t)n * sm_class_to_size[c->sizeclass];
+    struct sm_mspan *empty = NULL;
+    pthread_mutex_lock(&c->lock);
+    /* The total is read and then added to: threads parking in other
+     * classes at the same moment may pass it by a list each. */
+    if (c->nparked < SM_PARK_SLOTS && c->parked_bytes + bytes <= SM_PARK_CLASS_BYTES &&
+        __atomic_load_n(&sm_parked_total, __ATOMIC_RELAXED) + bytes <= SM_PARK_BYTES) {
+        c->parked[c->nparked].head = head;
+        c->parked[c->nparked].n = n;
+        __atomic_store_n(&c->nparked, c->nparked + 1, __ATOMIC_RELAXED);
+        c->parked_bytes += bytes;
+        c->parked_used = 1;
+        pthread_mutex_unlock(&c->lock);
+        __atomic_add_fetch(&sm_parked_total, bytes, __ATOMIC_RELAXED);
+        return;
+    }
+    put_list(c, head, n, &empty);
+    pthread_mutex_unlock(&c->lock);
+    give_back_all(h, empty);
+}
+
+void sm_mcentral_flush_parked(struct sm_mcentral *c, struct sm_mheap *h, bool all)
+{
+    if (__atomic_load_n(&c->nparked, __ATOMIC_RELAXED) == 0)
+        return;
+    struct sm_mspan *empty = NULL;
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&c->lock);
+    if (all || !c->parked_used) {
+        while (c->nparked != 0) {
+            struct sm_parked *pk = &c->parked[c->nparked - 1];
+            __atomic_store_n(&c->nparked, c->nparked - 1, __ATOMIC_RELAXED);
+            put_list(c, pk->head, pk->n, &empty);
+        }
+        bytes = c->parked_bytes;
+        c->parked_bytes = 0;
+    }
+    c->parked_used = 0;
+    pthread_mutex_unlock(&c->lock);
+    __atomic_sub_fetch(&sm_parked_total, bytes, __ATOMIC_RELAXED);
+    give_back_all(h, empty);
+}
+
+void sm_mcentral_flush_parked_all(void)
+{
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+        sm_mcentral_flush_parked(&sm_central[cls], &sm_heap, true);
 }

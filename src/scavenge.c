@@ -37,8 +37,16 @@ SM_HIDDEN uint32_t sm_scav_epoch;
 
 void sm_release_central_empty(void)
 {
-    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
+        sm_mcentral_flush_parked(&sm_central[cls], &sm_heap, true);
         sm_mcentral_release_empty(&sm_central[cls], &sm_heap);
+    }
+}
+
+void sm_reclaim_above_heap(void)
+{
+    sm_largecache_reclaim_all();
+    sm_mcentral_flush_parked_all();
 }
 
 size_t sm_free_os_memory(void)
@@ -87,6 +95,10 @@ size_t sm_scavenge_tick(uint64_t now)
     /* Large spans no thread has reused for a while go back to the heap
      * first, where the rules below apply to them. */
     uint32_t epoch = __atomic_add_fetch(&sm_scav_epoch, 1, __ATOMIC_RELAXED);
+    /* Parked lists of classes no thread parked or took a list of since
+     * the last tick go to their spans, so that spans they hold can empty. */
+    for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++)
+        sm_mcentral_flush_parked(&sm_central[cls], &sm_heap, false);
     if (epoch > SM_LARGECACHE_IDLE_TICKS) {
         sm_largecache_reclaim(epoch - SM_LARGECACHE_IDLE_TICKS);
         /* Threads idle as long give their lists back at their next slow

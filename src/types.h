@@ -168,12 +168,29 @@ struct sm_mheap {
 
 /* ---- central lists ------------------------------------------------------ */
 
+/* Whole lists that thread caches gave back, kept as they are for the next
+ * refill of any thread (tcmalloc's transfer cache; mcentral.c). */
+#define SM_PARK_SLOTS 64                        /* lists per class */
+#define SM_PARK_CLASS_BYTES ((uint64_t)2 << 20) /* objects' bytes per class */
+#define SM_PARK_BYTES ((uint64_t)8 << 20)       /* all classes together */
+
+struct sm_parked {
+    void *head;                /* an encoded list, as the thread cache had it */
+    uint32_t n;                /* objects on it */
+};
+
 struct sm_mcentral {
     pthread_mutex_t lock;
     struct sm_mspan *partial;  /* spans with at least one free object */
     struct sm_mspan *full;     /* spans with none */
     uint32_t sizeclass;
     uint32_t nspans;
+    uint32_t nparked;          /* lists in parked[] (the scavenger peeks
+                                  without the lock: atomic) */
+    uint32_t parked_used;      /* a list was parked or taken since the
+                                  scavenger's last look */
+    uint64_t parked_bytes;     /* objects' bytes on them */
+    struct sm_parked parked[SM_PARK_SLOTS];
 } __attribute__((aligned(64)));
 
 /* ---- per-thread cache --------------------------------------------------- */
@@ -263,6 +280,8 @@ struct sm_mcache {
     uint64_t rng;              /* profiler's random state */
     uint8_t fetch[SM_NUM_SIZE_CLASSES];  /* objects the class's next refill
                                   takes (slow start, mcache.c); 0: the first */
+    uint8_t unparked[SM_NUM_SIZE_CLASSES];  /* the list came whole from a
+                                  parked list since the last drain */
     struct sm_largecache large;  /* freed large spans for reuse */
 };
 

@@ -1,7 +1,7 @@
 /*
  * test_mcache.c - the thread cache: made on first use, bounded lists,
  * batches from mcentral (slow start: 4, 8, 16, then a batch) and whole
- * lists back to it, given back at thread
+ * lists back to it, parked there for any thread's refill, given back at thread
  * exit; the budget all caches share, whatever the number of threads; an
  * idle thread's lists given back at the scavenger's request; and
  * the OS layer's fault hook turning mmap failures into ENOMEM.
@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "internal.h"
+#include "spanmalloc.h"
 
 static uint32_t cache_count(void)
 {
@@ -46,7 +47,8 @@ static void test_bounds(void **state)
     static void *objs[N];
     for (int i = 0; i < N; i++)
         objs[i] = malloc(64);
-    /* A refill brings one batch at most. */
+    /* A refill from the spans brings one batch at most (no list of the
+     * class is parked yet). */
     assert_true(sm_cacheclass_count(cc) <= sm_class_batch[cls]);
     uint32_t prev = sm_cacheclass_count(cc), drains = 0;
     for (int i = 0; i < N; i++) {
@@ -100,6 +102,9 @@ static void *slow_start_body(void *arg)
     for (int i = 0; i < n; i++)
         free(objs[i]);
     sm_mcache_flush(sm_tls_mcache);
+    /* The frees parked a list, which the next refill would take whole:
+     * to the spans with it, so that the refill comes from them. */
+    sm_mcentral_flush_parked(&sm_central[cls], &sm_heap, true);
     void *p = malloc(1024);
     sizes[6] = sm_cacheclass_count(cc) + 1;
     free(p);
@@ -298,6 +303,86 @@ static void test_idle_cache_drained(void **state)
     pthread_barrier_destroy(&idle_bar);
 }
 
+/* Objects freed by one thread, beyond its bound, are parked whole in
+ * mcentral; another thread's refill takes such a list, objects it never
+ * had.  A thread that takes a parked list and fills it again keeps the
+ * newest half and parks the rest. */
+enum { PARK_N = 1000 };
+static void *park_objs[PARK_N];
+
+static void *park_body(void *arg)
+{
+    uint32_t cls = *(uint32_t *)arg;
+    for (int i = 0; i < PARK_N; i++)
+        park_objs[i] = malloc(sm_class_to_size[cls]);
+    for (int i = 0; i < PARK_N; i++)
+        free(park_objs[i]);
+    return NULL;
+}
+
+static bool freed_by_thread(const void *p)
+{
+    for (int i = 0; i < PARK_N; i++)
+        if (park_objs[i] == p)
+            return true;
+    return false;
+}
+
+static void test_parked_lists(void **state)
+{
+    (void)state;
+    uint32_t cls = sm_size_to_class(176);
+    struct sm_mcentral *mc = &sm_central[cls];
+    struct sm_mcache *c = sm_tls_mcache;
+    struct sm_cacheclass *cc = &c->c[cls];
+    sm_mcache_flush(c);   /* this thread's list of the class empty */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, park_body, &cls), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    pthread_mutex_lock(&mc->lock);
+    uint32_t parked = mc->nparked;
+    uint32_t top_n = parked ? mc->parked[parked - 1].n : 0;
+    pthread_mutex_unlock(&mc->lock);
+    assert_true(parked >= 2);
+    uint32_t bound = cc->bound;
+    assert_int_equal(top_n, bound);   /* the thread had the same bounds */
+    /* The first malloc refills with the whole top list: more than a
+     * refill from the spans brings (slow start), all freed by the other
+     * thread. */
+    void *first = malloc(176);
+    assert_true(freed_by_thread(first));
+    assert_int_equal(sm_cacheclass_count(cc), bound - 1);
+    assert_int_equal(mc->nparked, parked - 1);
+    static void *mine[PARK_N];
+    for (uint32_t i = 0; i < bound - 1; i++) {
+        mine[i] = malloc(176);
+        assert_true(freed_by_thread(mine[i]));
+    }
+    assert_int_equal(sm_cacheclass_count(cc), 0);
+    /* The list ran out: the next refill takes the next parked list. */
+    void *second = malloc(176);
+    assert_true(freed_by_thread(second));
+    assert_int_equal(sm_cacheclass_count(cc), bound - 1);
+    /* Fill it up again: one free fits, the next finds it at its bound
+     * and keeps the newest half (with the object it frees). */
+    free(first);
+    assert_int_equal(sm_cacheclass_count(cc), bound);
+    free(second);
+    assert_int_equal(sm_cacheclass_count(cc), bound / 2 + 1);
+    assert_ptr_equal(cc->head, second);
+    assert_ptr_equal(sm_link_load(second), first);
+    assert_int_equal(mc->nparked, parked - 1);   /* the other half */
+    /* A drain with no parked list taken since parks it all. */
+    for (uint32_t i = 0; sm_cacheclass_count(cc) < bound; i++)
+        free(mine[i]);
+    free(mine[bound - 2]);
+    assert_int_equal(sm_cacheclass_count(cc), 1);
+    assert_int_equal(mc->nparked, parked);
+    sm_mcache_flush(c);
+    sm_free_os_memory();
+    assert_int_equal(mc->nparked, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +394,7 @@ int main(void)
         cmocka_unit_test(test_budget_shared_by_threads),
         cmocka_unit_test(test_idle_cache_drained),
         cmocka_unit_test(test_mmap_failure_is_enomem),
+        cmocka_unit_test(test_parked_lists),
     };
     return cmocka_run_group_tests_name("mcache", tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /*
  * test_mcentral.c - central lists on their own (refill and drain in
- * batches, full and partial spans, empty spans back to the heap) over a
+ * batches, full and partial spans, empty spans back to the heap, whole
+ * lists parked and taken again, their bounds and their flush) over a
  * private heap.
  */
 #include <setjmp.h>
@@ -180,6 +181,117 @@ static void test_objects_unique(void **state)
     sm_mheap_check(&f->h);
 }
 
+/* Free objects of all spans of f->c (c->lock not needed: one thread). */
+static uint32_t free_in_spans(struct fixture *f)
+{
+    uint32_t n = 0;
+    for (struct sm_mspan *s = f->c.partial; s; s = s->next)
+        n += s->nfree;
+    return n;
+}
+
+static void test_park_taken_whole(void **state)
+{
+    struct fixture *f = *state;
+    void *head = NULL;
+    uint32_t n = sm_mcentral_alloc_batch(&f->c, &f->h, 40, &head);
+    assert_int_equal(n, 40);
+    uint32_t in_spans = free_in_spans(f);
+    uint64_t total = __atomic_load_n(&sm_parked_total, __ATOMIC_RELAXED);
+    sm_mcentral_park(&f->c, &f->h, head, n);
+    /* Parked as it is: nothing went to the spans. */
+    assert_int_equal(f->c.nparked, 1);
+    assert_int_equal(free_in_spans(f), in_spans);
+    assert_int_equal(f->c.parked_bytes, 40 * sm_class_to_size[f->c.sizeclass]);
+    assert_int_equal(__atomic_load_n(&sm_parked_total, __ATOMIC_RELAXED),
+                     total + 40 * sm_class_to_size[f->c.sizeclass]);
+    /* A refill that may not take 40 gets objects from the spans. */
+    void *other = NULL;
+    uint32_t m = sm_mcentral_refill(&f->c, &f->h, 8, 39, &other);
+    assert_int_equal(m, 8);
+    assert_ptr_not_equal(other, head);
+    assert_int_equal(f->c.nparked, 1);
+    sm_mcentral_free_batch(&f->c, &f->h, other, m);
+    /* One that may takes the list whole, more than it wanted. */
+    void *again = NULL;
+    m = sm_mcentral_refill(&f->c, &f->h, 8, 128, &again);
+    assert_int_equal(m, 40);
+    assert_ptr_equal(again, head);
+    assert_int_equal(list_len(again), 40);
+    assert_int_equal(f->c.nparked, 0);
+    assert_int_equal(f->c.parked_bytes, 0);
+    assert_int_equal(__atomic_load_n(&sm_parked_total, __ATOMIC_RELAXED), total);
+    assert_int_equal(free_in_spans(f), in_spans);
+    sm_mcentral_free_batch(&f->c, &f->h, again, m);
+    sm_mheap_check(&f->h);
+}
+
+static void test_park_bounded(void **state)
+{
+    struct fixture *f = *state;
+    /* Lists of 8 objects: the slots run out first. */
+    enum { LISTS = SM_PARK_SLOTS + 10 };
+    static void *heads[LISTS];
+    for (int i = 0; i < LISTS; i++)
+        assert_int_equal(sm_mcentral_alloc_batch(&f->c, &f->h, 8, &heads[i]), 8);
+    uint32_t nobjs = sm_class_to_nobjs[f->c.sizeclass];
+    assert_int_equal(nobjs % 8, 0);
+    for (int i = 0; i < LISTS; i++)
+        sm_mcentral_park(&f->c, &f->h, heads[i], 8);
+    assert_int_equal(f->c.nparked, SM_PARK_SLOTS);
+    /* The lists past the slots went to their spans: the spans they filled
+     * alone are all free and went back to the heap, and the last one,
+     * partly taken before, is kept as the only partial span. */
+    assert_int_equal(f->c.nspans, SM_PARK_SLOTS * 8 / nobjs + 1);
+    assert_int_equal(spans_on(f->c.partial), 1);
+    assert_int_equal(free_in_spans(f), nobjs);
+    sm_mcentral_flush_parked(&f->c, &f->h, true);
+    assert_int_equal(f->c.nparked, 0);
+    /* By bytes: lists of a class's whole share do not fit twice. */
+    uint32_t big = (uint32_t)(SM_PARK_CLASS_BYTES / sm_class_to_size[f->c.sizeclass]);
+    void *a = NULL, *b = NULL;
+    assert_int_equal(sm_mcentral_alloc_batch(&f->c, &f->h, big, &a), big);
+    assert_int_equal(sm_mcentral_alloc_batch(&f->c, &f->h, big, &b), big);
+    sm_mcentral_park(&f->c, &f->h, a, big);
+    sm_mcentral_park(&f->c, &f->h, b, big);
+    assert_int_equal(f->c.nparked, 1);
+    assert_int_equal(f->c.parked_bytes, SM_PARK_CLASS_BYTES);
+    sm_mcentral_flush_parked(&f->c, &f->h, true);
+    assert_null(f->c.full);
+    assert_true(f->c.nspans <= 1);
+    sm_mheap_check(&f->h);
+}
+
+static void test_park_flushed_when_idle(void **state)
+{
+    struct fixture *f = *state;
+    void *a = NULL, *b = NULL;
+    uint32_t nobjs = sm_class_to_nobjs[f->c.sizeclass];
+    /* Two spans' worth, both full: all their objects parked. */
+    assert_int_equal(sm_mcentral_alloc_batch(&f->c, &f->h, nobjs, &a), nobjs);
+    assert_int_equal(sm_mcentral_alloc_batch(&f->c, &f->h, nobjs, &b), nobjs);
+    assert_int_equal(f->c.nspans, 2);
+    sm_mcentral_park(&f->c, &f->h, a, nobjs);
+    sm_mcentral_park(&f->c, &f->h, b, nobjs);
+    void *t = NULL;
+    assert_int_equal(sm_mcentral_refill(&f->c, &f->h, 1, nobjs, &t), nobjs);
+    sm_mcentral_park(&f->c, &f->h, t, nobjs);
+    /* A refill took a list since the last look: the scavenger leaves
+     * them... */
+    sm_mcentral_flush_parked(&f->c, &f->h, false);
+    assert_int_equal(f->c.nparked, 2);
+    assert_int_equal(f->c.nspans, 2);
+    /* ...and flushes them at its next look, when none was taken. */
+    sm_mcentral_flush_parked(&f->c, &f->h, false);
+    assert_int_equal(f->c.nparked, 0);
+    assert_int_equal(f->c.parked_bytes, 0);
+    /* Both spans all free: back to the heap. */
+    assert_int_equal(f->c.nspans, 0);
+    assert_null(f->c.full);
+    assert_int_equal(free_in_spans(f), 0);
+    sm_mheap_check(&f->h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +299,9 @@ int main(void)
         cmocka_unit_test_setup(test_full_and_partial, setup),
         cmocka_unit_test_setup(test_free_batch_runs, setup),
         cmocka_unit_test_setup(test_objects_unique, setup),
+        cmocka_unit_test_setup(test_park_taken_whole, setup),
+        cmocka_unit_test_setup(test_park_bounded, setup),
+        cmocka_unit_test_setup(test_park_flushed_when_idle, setup),
     };
     sm_init();
     return cmocka_run_group_tests_name("mcentral", tests, NULL, NULL);
