@@ -28,12 +28,14 @@
 
 SM_HIDDEN struct sm_mcentral sm_central[SM_NUM_SIZE_CLASSES];
 SM_HIDDEN uint64_t sm_parked_total;
+static struct sm_parked parked_slots[SM_NUM_SIZE_CLASSES][SM_PARK_SLOTS];
 
 void sm_mcentral_init(struct sm_mcentral *c, uint32_t sizeclass)
 {
     memset(c, 0, sizeof *c);
     pthread_mutex_init(&c->lock, NULL);
     c->sizeclass = sizeclass;
+    c->parked = parked_slots[sizeclass];
 }
 
 static void link_span(struct sm_mspan **list, struct sm_mspan *s)

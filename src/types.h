@@ -190,7 +190,10 @@ struct sm_mcentral {
     uint32_t parked_used;      /* a list was parked or taken since the
                                   scavenger's last look */
     uint64_t parked_bytes;     /* objects' bytes on them */
-    struct sm_parked parked[SM_PARK_SLOTS];
+    /* The lists, SM_PARK_SLOTS of them: apart from the struct, so that
+     * the central lists of all classes, which start-up writes, stay in a
+     * few pages, and only a class that parks touches its slots. */
+    struct sm_parked *parked;
 } __attribute__((aligned(64)));
 
 /* ---- per-thread cache --------------------------------------------------- */

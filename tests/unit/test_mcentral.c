@@ -16,6 +16,7 @@
 struct fixture {
     struct sm_mheap h;
     struct sm_mcentral c;
+    struct sm_parked slots[SM_PARK_SLOTS];   /* not the class's global ones */
 };
 
 static int setup(void **state)
@@ -23,6 +24,7 @@ static int setup(void **state)
     struct fixture *f = sm_os_alloc(sizeof *f);
     sm_mheap_init(&f->h);
     sm_mcentral_init(&f->c, sm_size_to_class(256));
+    f->c.parked = f->slots;
     *state = f;
     return 0;
 }
