@@ -6,9 +6,14 @@
  * and have no room, so both fast paths fail their one test and come
  * here, where the thread's real cache is made (mimalloc's _mi_heap_empty,
  * Go's emptymspan).  Refills take a batch from mcentral; a free that finds
- * its list at the bound first gives the whole list back.  Batch sizes follow
- * tcmalloc: about 32 KiB of objects, at least 2 and at most 64; a list holds
- * at most two batches, so a thread caches at most ~64 KiB per class.  A
+ * its list at the bound first gives the whole list back, which mcentral
+ * parks for the next refill of any thread.  A batch is about 16 KiB of
+ * objects, at least 2 and at most 64 (tcmalloc's are 64 KiB and 32
+ * objects; ours were 32 KiB until parked lists made a transfer a few
+ * stores: half the size kept 390-520 KiB less resident with 4 and 8
+ * threads, doc/performance.md section 13); a list holds at most two
+ * batches, so a thread caches at most ~32 KiB per class (64 KiB for the
+ * classes of 16 KiB and more, two objects).  A
  * class's first refills in a thread are smaller (4, 8, 16 objects: slow
  * start, below), so a class a thread barely uses costs it little memory.
  *
@@ -62,6 +67,7 @@ SM_HIDDEN uint32_t sm_class_batch[SM_NUM_SIZE_CLASSES];
 /* A class's first refill in a thread (slow start, refill_count). */
 static uint8_t sm_class_refill_first[SM_NUM_SIZE_CLASSES];
 #define SM_REFILL_FIRST 4
+#define SM_BATCH_BYTES 16384   /* a batch's objects, about (see above) */
 SM_HIDDEN pthread_mutex_t sm_mcache_lock = PTHREAD_MUTEX_INITIALIZER;
 SM_HIDDEN struct sm_dead_stats sm_dead;
 SM_HIDDEN struct sm_mcache *sm_mcache_all;
@@ -78,7 +84,7 @@ static uint64_t full_bytes;       /* one cache's bytes at its full bounds */
 void sm_mcache_init_classes(void)
 {
     for (uint32_t cls = 1; cls < SM_NUM_SIZE_CLASSES; cls++) {
-        uint32_t b = 32768 / sm_class_to_size[cls];
+        uint32_t b = SM_BATCH_BYTES / sm_class_to_size[cls];
         sm_class_batch[cls] = b < 2 ? 2 : b > 64 ? 64 : b;
         uint32_t f = 4096 / sm_class_to_size[cls];
         sm_class_refill_first[cls] = f < 1 ? 1 : f > SM_REFILL_FIRST ? SM_REFILL_FIRST : f;
@@ -274,11 +280,11 @@ static void note_active(struct sm_mcache *c)
 /* Slow start (tcmalloc's thread cache grows a list's max_length from 1 by
  * each fetch): a class's first refill in a thread takes SM_REFILL_FIRST
  * objects and each next one twice as many, up to the class's batch.  A
- * batch is 32 KiB of objects (2 to 64 of them), and every object taken is
+ * batch is 16 KiB of objects (2 to 64 of them), and every object taken is
  * written (its link), so a thread that uses a class for a few objects
- * would otherwise make 32 KiB of it resident: with 8 threads over the 31
+ * would otherwise make 16 KiB of it resident: with 8 threads over the 31
  * classes up to 1 KiB, most of a MiB.  Loops reach the full batch after
- * four refills.  A flush (idle, sm_free_os_memory) starts over.  Classes
+ * three or four refills.  A flush (idle, sm_free_os_memory) starts over.  Classes
  * over 1 KiB start with what fits in one 4 KiB page (one object from
  * 4 KiB up): a buffer grown by realloc passes through every class once,
  * and would otherwise leave three untouched objects' pages resident in

@@ -115,12 +115,12 @@ static void test_refill_slow_start(void **state)
 {
     (void)state;
     uint32_t cls = sm_size_to_class(1024);
-    assert_int_equal(sm_class_batch[cls], 32);
+    assert_int_equal(sm_class_batch[cls], 16);
     uint32_t sizes[7] = {0};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, slow_start_body, sizes), 0);
     pthread_join(t, NULL);
-    uint32_t want[7] = {4, 8, 16, 32, 32, 32, 4};
+    uint32_t want[7] = {4, 8, 16, 16, 16, 16, 4};
     for (int i = 0; i < 7; i++)
         assert_int_equal(sizes[i], want[i]);
 }
