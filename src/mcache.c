@@ -379,6 +379,14 @@ void *sm_mcache_alloc_slow(uint32_t cls, size_t size)
  * back and forth at every turn.  Then the newest half stays (its objects
  * were just freed, so following their links is cheap) and the rest is
  * parked. */
+static void *next_checked(void *p)
+{
+    void *next = sm_link_load(p);
+    if (sm_unlikely(sm_freelist_bad(next)))   /* NULL too: the count says more */
+        sm_freelist_corrupt("free", p, next);
+    return next;
+}
+
 static void drain_to_park(struct sm_mcache *c, struct sm_cacheclass *cc, uint32_t cls)
 {
     uint32_t n = sm_cacheclass_count(cc);
@@ -386,17 +394,11 @@ static void drain_to_park(struct sm_mcache *c, struct sm_cacheclass *cc, uint32_
     void *head = cc->head, *give = head;
     c->unparked[cls] = 0;
     if (keep != 0) {
-        void *p = head;
-        for (uint32_t i = 1; i < keep; i++) {
-            void *next = sm_link_load(p);
-            if (sm_unlikely(sm_freelist_bad(next)))
-                sm_freelist_corrupt("free", p, next);
-            p = next;
-        }
-        give = sm_link_load(p);
-        if (sm_unlikely(sm_freelist_bad(give)))
-            sm_freelist_corrupt("free", p, give);
-        sm_link_store(p, NULL);
+        void *last = head;   /* the keep-th object */
+        for (uint32_t i = 1; i < keep; i++)
+            last = next_checked(last);
+        give = next_checked(last);
+        sm_link_store(last, NULL);
     } else {
         head = NULL;
     }
