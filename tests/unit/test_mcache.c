@@ -286,8 +286,10 @@ static void test_idle_cache_drained(void **state)
     assert_int_equal(pthread_barrier_init(&idle_bar, NULL, 2), 0);
     assert_int_equal(pthread_create(&t, NULL, idle_worker, NULL), 0);
     pthread_barrier_wait(&idle_bar);
-    assert_true(idle_before >= 16 * 1024);    /* a list of 1 KiB objects */
-    assert_true(idle_before_1k >= 16);
+    /* A list of 1 KiB objects: at least the object of the last free
+     * (how many more depends on where the frees met the bound). */
+    assert_true(idle_before >= 1024);
+    assert_true(idle_before_1k >= 1);
     /* Ticks with no slow path in the thread: it is asked to drain... */
     for (int i = 0; i <= SM_LARGECACHE_IDLE_TICKS; i++)
         sm_scavenge_tick(sm_nanotime());
