@@ -10,7 +10,7 @@
  * parks for the next refill of any thread.  A batch is about 16 KiB of
  * objects, at least 2 and at most 64 (tcmalloc's are 64 KiB and 32
  * objects; ours were 32 KiB until parked lists made a transfer a few
- * stores: half the size kept 390-520 KiB less resident with 4 and 8
+ * stores: half the size kept 300-400 KiB less resident with 4 and 8
  * threads, doc/performance.md section 13); a list holds at most two
  * batches, so a thread caches at most ~32 KiB per class (64 KiB for the
  * classes of 16 KiB and more, two objects).  A
