@@ -103,22 +103,28 @@ uint32_t sm_mcentral_alloc_batch(struct sm_mcentral *c, struct sm_mheap *h, uint
     return sm_mcentral_refill(c, h, want, 0, head);
 }
 
+/* The top parked list, taken off (c->lock held, c->nparked != 0). */
+static struct sm_parked parked_pop(struct sm_mcentral *c)
+{
+    struct sm_parked pk = c->parked[c->nparked - 1];
+    __atomic_store_n(&c->nparked, c->nparked - 1, __ATOMIC_RELAXED);
+    c->parked_bytes -= (uint64_t)pk.n * sm_class_to_size[c->sizeclass];
+    return pk;
+}
+
 uint32_t sm_mcentral_refill(struct sm_mcentral *c, struct sm_mheap *h, uint32_t want, uint32_t max, void **head)
 {
     uint32_t got = 0;
     void *list = NULL;
     pthread_mutex_lock(&c->lock);
     if (c->nparked != 0 && c->parked[c->nparked - 1].n <= max) {
-        struct sm_parked *pk = &c->parked[c->nparked - 1];
-        uint64_t bytes = (uint64_t)pk->n * sm_class_to_size[c->sizeclass];
-        *head = pk->head;
-        got = pk->n;
-        __atomic_store_n(&c->nparked, c->nparked - 1, __ATOMIC_RELAXED);
-        c->parked_bytes -= bytes;
+        struct sm_parked pk = parked_pop(c);
         c->parked_used = 1;
         pthread_mutex_unlock(&c->lock);
-        __atomic_sub_fetch(&sm_parked_total, bytes, __ATOMIC_RELAXED);
-        return got;
+        __atomic_sub_fetch(&sm_parked_total, (uint64_t)pk.n * sm_class_to_size[c->sizeclass],
+                           __ATOMIC_RELAXED);
+        *head = pk.head;
+        return pk.n;
     }
     while (got < want) {
         struct sm_mspan *s = span_with_free(c, h);
@@ -327,13 +333,11 @@ void sm_mcentral_flush_parked(struct sm_mcentral *c, struct sm_mheap *h, bool al
     uint64_t bytes = 0;
     pthread_mutex_lock(&c->lock);
     if (all || !c->parked_used) {
-        while (c->nparked != 0) {
-            struct sm_parked *pk = &c->parked[c->nparked - 1];
-            __atomic_store_n(&c->nparked, c->nparked - 1, __ATOMIC_RELAXED);
-            put_list(c, pk->head, pk->n, &empty);
-        }
         bytes = c->parked_bytes;
-        c->parked_bytes = 0;
+        while (c->nparked != 0) {
+            struct sm_parked pk = parked_pop(c);
+            put_list(c, pk.head, pk.n, &empty);
+        }
     }
     c->parked_used = 0;
     pthread_mutex_unlock(&c->lock);
