@@ -22,16 +22,23 @@
  * without frame pointers unwind), leaves out our own frames (its own and
  * the slow path's, always ours, then any whose address is in this library's
  * text, then C++'s operator new, so the leaf is the function that
- * allocated), and charges the bucket of that stack and size (the bucket
- * of the thread's last sample when the capture says its frames are the
- * last capture's, which spares the hash and the table: a loop that
+ * allocated), and charges the bucket of that stack and size band (the
+ * bucket of the thread's last sample when the capture says its frames are
+ * the last capture's, which spares the hash and the table: a loop that
  * allocates samples from one stack).  The size must
  * be what the countdown was decreased by, or the writer's scaling is
- * biased.  Buckets are keyed by stack and size, as Go's are, so the writer
- * scales each with its exact object size.  They live in a hash table in
- * memory from the OS layer (never malloc), are never freed, and count
- * allocations and frees of objects, with atomic adds (bytes are objects
- * times the bucket's size).
+ * biased.  Go keys its buckets by stack and exact size; a C program that
+ * samples strings, buffers grown by realloc or sizes drawn at random then
+ * makes a bucket of 100-odd bytes per sample (BM_MallocRandom_HeavyTail
+ * made some 4000, 640 KiB).  Here a bucket covers a size band: sizes up to
+ * 128 bytes exactly, larger ones eight bands per power of two (as
+ * jemalloc's size classes are spaced), and counts objects and the bytes
+ * they asked for.  The writer scales each bucket with its mean size, so
+ * bytes stay unbiased; the objects estimate, which goes as the mean of
+ * rate/size, is low by the ratio of the band's arithmetic to its harmonic
+ * mean, at most 0.35% for a band whose sizes are within 1/8 of each
+ * other.  Buckets live in a hash table in memory from the OS layer (never
+ * malloc), are never freed, and count with atomic adds.
  *
  * Free.  A sampled large object's bucket goes in its span (prof_bucket):
  * the span is the allocating thread's until the object is handed out and
@@ -119,18 +126,23 @@
 /* Writes per worker tick for signals that arrived since the last one. */
 #define SM_MPROF_MAX_SIGNAL_WRITES 4
 
+/* Objects and the bytes they asked for. */
+struct mprof_count {
+    uint64_t objects, bytes;
+};
+
 struct sm_mprof_bucket {
     struct sm_mprof_bucket *allnext;   /* every bucket, newest first */
-    size_t size;                       /* bytes of each object */
-    /* Counts; bytes are these times size.  The thread that made the
+    size_t band;                       /* size_band() of its objects */
+    /* Counts.  The thread that made the
      * bucket (owner: its cache) counts in own_* with plain loads and
      * stores, any other thread in the shared ones, atomically (a large
      * object's sample and free take no lock); a count is the sum.  Most
      * samples of a stack, and their frees, are one thread's: a locked add
      * was two fifths of a 1 MiB malloc+free sampled every time. */
     struct sm_mcache *owner;
-    uint64_t own_alloc, own_free;
-    uint64_t alloc_objects, free_objects;
+    struct mprof_count own_alloc, own_free;
+    struct mprof_count alloc, free;
     uint32_t nstk;
     uintptr_t stk[];                   /* return addresses, leaf first */
 };
@@ -247,9 +259,21 @@ size_t sm_mprof_period(void)
 
 /* ---- buckets (prof_lock) ------------------------------------------------- */
 
-static uint64_t hash_stack(const uintptr_t *stk, int n, size_t size)
+/* The band of a size: the size itself up to 128, above that the size
+ * rounded up to an eighth of its power of two (129..144 -> 144, 241..256
+ * -> 256, 257..288 -> 288): the largest size of a band is at most 9/8 of
+ * its smallest. */
+static size_t size_band(size_t size)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ size;
+    if (size <= 128)
+        return size;
+    size_t g = (size_t)1 << (63 - __builtin_clzll((unsigned long long)size) - 3);
+    return (size + g - 1) & ~(g - 1);
+}
+
+static uint64_t hash_stack(const uintptr_t *stk, int n, size_t band)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ band;
     for (int i = 0; i < n; i++) {
         h = (h ^ stk[i]) * 0xff51afd7ed558ccdull;
         h ^= h >> 32;
@@ -301,7 +325,7 @@ static bool table_grow(void)
 
 /* The bucket of stack stk[0..n) and size, whose hash_stack is h: found, or
  * made.  NULL when there is no memory for a new one. */
-static struct sm_mprof_bucket *bucket_get(uint64_t h, const uintptr_t *stk, int n, size_t size)
+static struct sm_mprof_bucket *bucket_get(uint64_t h, const uintptr_t *stk, int n, size_t band)
 {
     /* Grow at half full; if that fails, go on up to 7/8 full. */
     if (2 * (nbuckets + 1) > table_cap && !table_grow() &&
@@ -310,7 +334,7 @@ static struct sm_mprof_bucket *bucket_get(uint64_t h, const uintptr_t *stk, int 
     size_t mask = table_cap - 1, i = h & mask;
     for (; table[i].b != NULL; i = (i + 1) & mask) {
         struct sm_mprof_bucket *b = table[i].b;
-        if (table[i].hash == h && b->size == size && b->nstk == (uint32_t)n &&
+        if (table[i].hash == h && b->band == band && b->nstk == (uint32_t)n &&
             memcmp(b->stk, stk, (size_t)n * sizeof *stk) == 0)
             return b;
     }
@@ -319,7 +343,7 @@ static struct sm_mprof_bucket *bucket_get(uint64_t h, const uintptr_t *stk, int 
         return NULL;
     memset(b, 0, sizeof *b);
     b->owner = sm_tls_mcache == &sm_mcache_empty ? NULL : sm_tls_mcache;
-    b->size = size;
+    b->band = band;
     b->nstk = (uint32_t)n;
     memcpy(b->stk, stk, (size_t)n * sizeof *stk);
     table[i].hash = h;
@@ -413,28 +437,34 @@ static struct sm_special *span_take_special(struct sm_mspan *s, uintptr_t a)
  * counts have one writer: a cache is another thread's only after its
  * thread gave it back (sm_mcache_thread_exit, under sm_mcache_lock), and a
  * thread with no cache is never an owner. */
-static void count(const struct sm_mprof_bucket *b, uint64_t *own, uint64_t *shared)
+static void count(const struct sm_mprof_bucket *b, struct mprof_count *own,
+                  struct mprof_count *shared, size_t size)
 {
-    if (b->owner == sm_tls_mcache)
-        __atomic_store_n(own, __atomic_load_n(own, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-    else
-        __atomic_add_fetch(shared, 1, __ATOMIC_RELAXED);
+    if (b->owner == sm_tls_mcache) {
+        __atomic_store_n(&own->objects, __atomic_load_n(&own->objects, __ATOMIC_RELAXED) + 1,
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&own->bytes, __atomic_load_n(&own->bytes, __ATOMIC_RELAXED) + size,
+                         __ATOMIC_RELAXED);
+    } else {
+        __atomic_add_fetch(&shared->objects, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&shared->bytes, size, __ATOMIC_RELAXED);
+    }
 }
 
-static void count_alloc(struct sm_mprof_bucket *b)
+static void count_alloc(struct sm_mprof_bucket *b, size_t size)
 {
-    count(b, &b->own_alloc, &b->alloc_objects);
+    count(b, &b->own_alloc, &b->alloc, size);
 }
 
-static void count_free(struct sm_mprof_bucket *b)
+static void count_free(struct sm_mprof_bucket *b, size_t size)
 {
-    count(b, &b->own_free, &b->free_objects);
+    count(b, &b->own_free, &b->free, size);
 }
 
 /* Count sp's object freed and give sp back. */
 static void special_done(struct sm_special *sp)
 {
-    count_free(sp->bucket);
+    count_free(sp->bucket, sp->size);
     sm_fixalloc_free(&special_alloc, sp);
 }
 
@@ -446,7 +476,7 @@ static void large_sample_done(struct sm_mspan *s)
     struct sm_mprof_bucket *b = s->prof_bucket;
     if (b != NULL) {
         s->prof_bucket = NULL;
-        count_free(b);
+        count_free(b, s->reqsize);
     }
 }
 
@@ -604,20 +634,23 @@ static int frames_to_strip(const uintptr_t *pcs, int n)
  * returns it, so the bucket goes in the span, and the counts are atomic: with the
  * thread's last bucket (b) no lock is taken (tcmalloc keeps a sampled large
  * object's record beside its span the same way).  Otherwise the bucket of
- * stk[0..n) and size, whose hash is h, is found or made.  Returns the
- * bucket charged, or NULL when there was no memory for one. */
+ * stk[0..n) and band, whose hash is h, is found or made.  The size its
+ * free counts is the span's reqsize.  Returns the bucket charged, or NULL
+ * when there was no memory for one. */
 static struct sm_mprof_bucket *record_large(struct sm_mspan *s, struct sm_mprof_bucket *b,
-                                            uint64_t h, const uintptr_t *stk, int n, size_t size)
+                                            uint64_t h, const uintptr_t *stk, int n,
+                                            size_t size, size_t band)
 {
     if (b == NULL) {
         pthread_mutex_lock(&prof_lock);
-        b = bucket_get(h, stk, n, size);
+        b = bucket_get(h, stk, n, band);
         pthread_mutex_unlock(&prof_lock);
     }
     large_sample_done(s);   /* a stale one: its free went unseen */
     s->prof_bucket = b;
+    s->reqsize = size;      /* a large span's already; a small one's for the free */
     if (b != NULL) {
-        count_alloc(b);
+        count_alloc(b, size);
         /* A small span's free must come to sm_mprof_record_free.  Only the
          * sample of its one object and that object's free write its kind
          * bytes, one after the other (see span_set_slow). */
@@ -628,10 +661,11 @@ static struct sm_mprof_bucket *record_large(struct sm_mspan *s, struct sm_mprof_
 }
 
 /* A small object's sample at a: a special on its span's list, under
- * prof_lock.  b, h, stk, n, size and the result as record_large's. */
+ * prof_lock.  b, h, stk, n, size, band and the result as record_large's. */
 static struct sm_mprof_bucket *record_small(struct sm_mspan *s, uintptr_t a,
                                             struct sm_mprof_bucket *b, uint64_t h,
-                                            const uintptr_t *stk, int n, size_t size)
+                                            const uintptr_t *stk, int n, size_t size,
+                                            size_t band)
 {
     pthread_mutex_lock(&prof_lock);
     /* The bucket's slot is fetched while the special goes in. */
@@ -642,13 +676,14 @@ static struct sm_mprof_bucket *record_small(struct sm_mspan *s, uintptr_t a,
         b = NULL;
     } else {
         sp->addr = a;
+        sp->size = size;
         struct sm_special *stale = span_add_special(s, sp);
         if (stale != NULL)
             special_done(stale);
         if (b == NULL)
-            b = bucket_get(h, stk, n, size);
+            b = bucket_get(h, stk, n, band);
         if (b != NULL) {
-            count_alloc(b);
+            count_alloc(b, size);
             sp->bucket = b;
         } else {
             /* No memory for a bucket: the sample is lost. */
@@ -679,18 +714,19 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
     struct sm_mprof_bucket *last = tls_last_bucket;
     const uintptr_t *stk = pcs;
     uint64_t h = 0;
-    if (id == 0 || id != tls_last_id || last == NULL || last->size != size) {
+    size_t band = size_band(size);
+    if (id == 0 || id != tls_last_id || last == NULL || last->band != band) {
         last = NULL;
         int skip = frames_to_strip(pcs, n);
         stk = pcs + skip;
         n -= skip;
         if (n > SM_STACK_MAX)
             n = SM_STACK_MAX;
-        h = hash_stack(stk, n, size);
+        h = hash_stack(stk, n, band);
     }
     struct sm_mprof_bucket *got = s->state == SM_SPAN_LARGE || sm_class_to_nobjs[s->sizeclass] == 1
-                                      ? record_large(s, last, h, stk, n, size)
-                                      : record_small(s, a, last, h, stk, n, size);
+                                      ? record_large(s, last, h, stk, n, size, band)
+                                      : record_small(s, a, last, h, stk, n, size, band);
     tls_last_id = id;
     tls_last_bucket = got;
     tls_busy = 0;
@@ -745,12 +781,19 @@ int sm_mprof_snapshot(struct sm_prof_record **recs, size_t *nrecs)
         for (struct sm_mprof_bucket *b = all_buckets; b && i < n; b = b->allnext, i++) {
             /* Frees first: an object is counted allocated before freed,
              * so in use is never negative. */
-            r[i].free_objects = __atomic_load_n(&b->free_objects, __ATOMIC_RELAXED) +
-                                __atomic_load_n(&b->own_free, __ATOMIC_RELAXED);
-            r[i].alloc_objects = __atomic_load_n(&b->alloc_objects, __ATOMIC_RELAXED) +
-                                 __atomic_load_n(&b->own_alloc, __ATOMIC_RELAXED);
-            r[i].alloc_bytes = r[i].alloc_objects * b->size;
-            r[i].free_bytes = r[i].free_objects * b->size;
+            r[i].free_objects = __atomic_load_n(&b->free.objects, __ATOMIC_RELAXED) +
+                                __atomic_load_n(&b->own_free.objects, __ATOMIC_RELAXED);
+            r[i].free_bytes = __atomic_load_n(&b->free.bytes, __ATOMIC_RELAXED) +
+                              __atomic_load_n(&b->own_free.bytes, __ATOMIC_RELAXED);
+            r[i].alloc_objects = __atomic_load_n(&b->alloc.objects, __ATOMIC_RELAXED) +
+                                 __atomic_load_n(&b->own_alloc.objects, __ATOMIC_RELAXED);
+            r[i].alloc_bytes = __atomic_load_n(&b->alloc.bytes, __ATOMIC_RELAXED) +
+                               __atomic_load_n(&b->own_alloc.bytes, __ATOMIC_RELAXED);
+            /* Another thread's pair may be half counted (objects before
+             * bytes), and a stale large sample's free counts the span's
+             * new size: never more bytes freed than allocated. */
+            if (r[i].free_bytes > r[i].alloc_bytes)
+                r[i].free_bytes = r[i].alloc_bytes;
             r[i].nstack = (int)b->nstk;
             r[i].stack = b->stk;
         }

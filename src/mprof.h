@@ -23,6 +23,7 @@ struct sm_special {
     struct sm_special *next;           /* next object of the span, higher address */
     uintptr_t addr;                    /* the object */
     struct sm_mprof_bucket *bucket;    /* where it was counted */
+    size_t size;                       /* bytes it asked for */
 };
 
 /* Every bucket as a profile record, copied under the profiler's lock: the

@@ -103,7 +103,8 @@ struct sm_mspan {
     uint64_t sampled;          /* bit (object index % 64) set for each object
                                   on specials: a free whose bit is clear is
                                   not profiled (read without a lock) */
-    size_t reqsize;            /* large: requested bytes (for the profiler) */
+    size_t reqsize;            /* large, or small of one object and sampled:
+                                  requested bytes (for the profiler) */
     size_t needzero;           /* pages from base that may hold old data;
                                   the rest are fresh from the OS: zero */
     uint16_t *checkstate;      /* small, checked mode: per object, 0 never

@@ -8,9 +8,11 @@
  *                sorted by address, and SM_PAGE_SLOW on the span's pages;
  *                the bit goes when the last special does; a large object's
  *                span carries its special without the bit.
- *   buckets      one bucket per stack and size, counting allocations and
- *                frees; the stack starts at the allocating function, with
- *                at most the entry point (malloc) above it.
+ *   buckets      one bucket per stack and size band (sizes up to 128
+ *                exactly, eight bands per power of two above), counting
+ *                allocations and frees and the bytes they asked for; the
+ *                stack starts at the allocating function, with at most the
+ *                entry point (malloc) above it.
  *   rate         sm_set_profile_rate returns the previous rate; 0 samples
  *                nothing; 1 everything; a thread whose sampling was off
  *                picks up a new rate after at most a MiB of allocation.
@@ -374,6 +376,53 @@ static void test_bucket_per_stack_and_size(void **state)
     set_rate(old);
 }
 
+/* Sizes within 1/8 of each other share a bucket, which counts the bytes
+ * each asked for; sizes up to 128 bytes and sizes in other bands do not. */
+static void test_bucket_per_size_band(void **state)
+{
+    (void)state;
+    /* 1000..1020: the band of 1024 (961..1024); 1100: the band of 1152;
+     * 100 and 101: bands of their own. */
+    static const size_t sizes[] = {1000, 1010, 1020, 1100, 100, 101};
+    enum { N = 8, K = sizeof sizes / sizeof sizes[0] };
+    void *p[N][K];
+    size_t old = set_rate(1);
+    struct snap a, b, c;
+    snap_take(&a);
+    uint64_t want = 0;
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < K; k++) {
+            p[i][k] = alloc_at_site(sizes[k]);
+            want += sizes[k];
+        }
+    snap_take(&b);
+    struct delta d = snap_delta(&a, &b, site_lo(), site_hi());
+    assert_int_equal(d.buckets, 4);
+    assert_int_equal(d.alloc_objects, N * K);
+    assert_int_equal(d.alloc_bytes, want);
+    /* The band's bucket holds the three sizes' bytes, exactly. */
+    size_t found = 0;
+    for (size_t i = 0; i < b.n; i++) {
+        const struct sm_prof_record *r = &b.r[i], *o = snap_find(&a, r);
+        if (!stack_has(r, site_lo(), site_hi()) || r->alloc_objects - (o ? o->alloc_objects : 0) != 3 * N)
+            continue;
+        assert_int_equal(r->alloc_bytes - (o ? o->alloc_bytes : 0), N * (1000 + 1010 + 1020));
+        found++;
+    }
+    assert_int_equal(found, 1);
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < K; k++)
+            free(p[i][k]);
+    snap_take(&c);
+    d = snap_delta(&b, &c, site_lo(), site_hi());
+    assert_int_equal(d.free_objects, N * K);
+    assert_int_equal(d.free_bytes, want);
+    snap_drop(&a);
+    snap_drop(&b);
+    snap_drop(&c);
+    set_rate(old);
+}
+
 /* Two callers of the same site, each its own frame. */
 __attribute__((noipa)) static void *via_a(size_t n)
 {
@@ -548,14 +597,21 @@ static void test_rate_reaches_other_threads(void **state)
 #define STAT_RATE (64 * 1024)
 #define STAT_RUNS 40
 
+/* count objects of size, size - step, ..., size - 7 step, in turn. */
 struct kind {
-    size_t size, count;
+    size_t size, count, step;
 };
-/* Small objects (charged at their class size), a middle one and large
- * ones (charged at the size asked for), some larger than the rate. */
+/* Small objects, middle ones of eight sizes that fall in two size bands
+ * (5040..5376: the bands of 5120 and 5632), so a bucket's objects differ
+ * in size, and large ones, some larger than the rate. */
 static const struct kind mix[] = {
-    {112, 2000}, {5376, 500}, {100000, 40}, {1 << 20, 8},
+    {112, 2000, 0}, {5376, 500, 48}, {100000, 40, 0}, {1 << 20, 8, 0},
 };
+
+static size_t kind_size(size_t k, size_t i)
+{
+    return mix[k].size - (i % 8) * mix[k].step;
+}
 
 static void *live[4000];
 
@@ -564,7 +620,7 @@ __attribute__((noinline)) static size_t stat_alloc(void)
     size_t n = 0;
     for (size_t k = 0; k < sizeof mix / sizeof mix[0]; k++)
         for (size_t i = 0; i < mix[k].count; i++)
-            live[n++] = alloc_at_site(mix[k].size);
+            live[n++] = alloc_at_site(kind_size(k, i));
     return n;
 }
 
@@ -572,11 +628,12 @@ static void test_sampling_statistics(void **state)
 {
     (void)state;
     double truth = 0, var = 0;
-    for (size_t k = 0; k < sizeof mix / sizeof mix[0]; k++) {
-        double s = (double)mix[k].size, p = 1 - exp(-s / STAT_RATE);
-        truth += s * (double)mix[k].count;
-        var += s * s * (1 - p) / p * (double)mix[k].count;
-    }
+    for (size_t k = 0; k < sizeof mix / sizeof mix[0]; k++)
+        for (size_t i = 0; i < mix[k].count; i++) {
+            double s = (double)kind_size(k, i), p = 1 - exp(-s / STAT_RATE);
+            truth += s;
+            var += s * s * (1 - p) / p;
+        }
     double sigma = sqrt(var);
     size_t old = set_rate(STAT_RATE);
     double est[STAT_RUNS], sum = 0;
@@ -780,6 +837,7 @@ int main(void)
         cmocka_unit_test(test_single_object_span_sample),
         cmocka_unit_test(test_single_object_samples_threads),
         cmocka_unit_test(test_bucket_per_stack_and_size),
+        cmocka_unit_test(test_bucket_per_size_band),
         cmocka_unit_test(test_bucket_per_caller),
         cmocka_unit_test(test_stack_starts_at_caller),
         cmocka_unit_test(test_rate_returns_previous),
