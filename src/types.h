@@ -215,7 +215,7 @@ struct sm_cacheclass {
 #define SM_LARGECACHE_MIN_PAGES ((SM_MAX_SMALL_SIZE >> SM_PAGE_SHIFT) + 1)
 #define SM_LARGECACHE_MAX_PAGES 128            /* spans up to 1 MiB */
 #define SM_LARGECACHE_WAYS 4                   /* spans per bin */
-#define SM_LARGECACHE_MAX_BYTES ((size_t)2 << 20)
+#define SM_LARGECACHE_MAX_BYTES ((size_t)1 << 20)
 /* All threads' caches together hold at most this many bytes, small lists
  * and large bins (mcache.c): tcmalloc's default overall thread cache size. */
 #define SM_CACHE_BUDGET ((size_t)32 << 20)

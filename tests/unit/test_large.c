@@ -5,7 +5,7 @@
  *   reuse        a freed large object's span serves the next malloc of the
  *                same page count (or up to an eighth more) in the same
  *                thread, at the same address; calloc of it is zeroed.
- *   bounds       spans over 1 MiB are not kept; at most 2 MiB, and
+ *   bounds       spans over 1 MiB are not kept; at most 1 MiB, and
  *                SM_LARGECACHE_WAYS spans of one page count, are; aligned
  *                requests bypass the cache.
  *   stats        exact: a cached span's free counts as a free and leaves
@@ -190,7 +190,7 @@ static void test_bounds(void **state)
     void *one = malloc(MiB);
     free(one);
     assert_int_equal(cached_bytes(c), MiB);
-    /* Ten 512 KiB spans: at most 2 MiB stay, the rest go to the heap. */
+    /* Ten 512 KiB spans: at most 1 MiB stays, the rest go to the heap. */
     void *v[10];
     for (int i = 0; i < 10; i++)
         v[i] = malloc(512 * KiB);
@@ -208,7 +208,7 @@ static void test_bounds(void **state)
     assert_int_equal(cached_spans(c), SM_LARGECACHE_WAYS);
     sm_free_os_memory();
     /* ... and of twenty sizes, as many as the bytes allow (5 to 24 pages:
-     * 290 pages in all, at most 256 fit). */
+     * 290 pages in all, at most 128 fit). */
     for (int i = 0; i < 20; i++)
         w[i] = malloc(PAGES(5 + i));
     for (int i = 0; i < 20; i++)
