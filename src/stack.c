@@ -17,14 +17,18 @@
  * x86-64 almost every row has one of these forms:
  *     CFA = rsp + k  or  rbp + k;   return address at CFA - 8;
  *     caller's rbp saved at CFA - m, or rbp unchanged;   rsp = CFA.
- * The first time an address is seen, compute_rule finds its FDE with
- * libgcc's exported _Unwind_Find_FDE (the FDE look-up libgcc itself uses,
- * through _dl_find_object: no lock, no malloc), parses the CIE and runs the
+ * The first time an address is seen, compute_rule finds its FDE by a
+ * binary search of its object's .eh_frame_hdr table (find_fde; the object
+ * from _dl_find_object: no lock, no malloc), the look-up libgcc's
+ * _Unwind_Find_FDE makes, which is asked instead for code outside every
+ * object's table; it parses the CIE and runs the
  * CIE's and the FDE's CFA programs up to ra - 1, as libgcc does, keeping
  * only the CFA, rbp, rsp and return address rules.  The result is one of
  *     SIMPLE   the form above: (rsp or rbp, k, m);
- *     END      the return address is undefined (_start, a thread's start):
- *              the stack ends after this frame, as libgcc's does;
+ *     END      the return address is undefined (_start, a thread's start),
+ *              or the object's table has no FDE for the address (start-up
+ *              code in assembly): the stack ends after this frame, as
+ *              libgcc's does;
  *     COMPLEX  anything else: a CFA expression (PLT entries, realigned
  *              stacks), a signal frame ('S' augmentation), a CFA in another
  *              register, an unknown augmentation or opcode.
@@ -94,9 +98,9 @@
  *   - the cached walk: nothing but reads of the stack and the cache, and
  *     for code loaded after start-up dl_iterate_phdr (the loader's lock, no
  *     malloc).
- *   - a rule computed: _Unwind_Find_FDE and _dl_find_object (no lock, no
- *     malloc with glibc 2.35 or later; older glibc: dl_iterate_phdr and
- *     dladdr, the loader's lock).
+ *   - a rule computed: _dl_find_object (no lock, no malloc; glibc 2.35 or
+ *     later), and _Unwind_Find_FDE where that finds no table (older glibc:
+ *     always, through dl_iterate_phdr and dladdr, the loader's lock).
  *   - the fallback: libgcc's unwinder, which on first use binds its PLT
  *     entries and fills its register-size table once (pthread_once); for
  *     code registered at run time with __register_frame (JIT compilers) the
@@ -218,13 +222,6 @@ static _Unwind_Reason_Code collect(struct _Unwind_Context *ctx, void *arg)
     }
     w->pcs[w->n++] = ip;
     return w->n < w->max ? _URC_NO_REASON : _URC_END_OF_STACK;
-}
-
-static _Unwind_Reason_Code stop_at_once(struct _Unwind_Context *ctx, void *arg)
-{
-    (void)ctx;
-    (void)arg;
-    return _URC_END_OF_STACK;
 }
 
 /* The stack from the frame that returns to first, through libgcc. */
@@ -589,16 +586,89 @@ static bool run_program(struct cfa_run *run, struct cursor c, struct row *r)
     return !c.bad;
 }
 
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35))
+/* The FDE that may cover a, from the binary search table of the
+ * .eh_frame_hdr of a's object (found by _dl_find_object: no lock, no
+ * malloc), the look-up libgcc's _Unwind_Find_FDE makes too: doing it here
+ * leaves libgcc's code and unwind tables unread, 44 KiB of a program's
+ * resident memory, unless a capture falls back to it.  *func is the
+ * FDE's first address; the caller checks its range.  NULL, with *other
+ * set, when the object has no such table or one laid out other than as
+ * the linker writes it (then _Unwind_Find_FDE looks); NULL alone when no
+ * FDE starts at or below a.  *end: the end of a's object. */
+static const uint8_t *find_fde(uintptr_t a, uintptr_t *func, bool *other, uintptr_t *end)
+{
+    struct dl_find_object fo;
+    *other = true;
+    if (_dl_find_object((void *)a, &fo) != 0 || fo.dlfo_eh_frame == NULL)
+        return NULL;
+    *end = (uintptr_t)fo.dlfo_map_end;
+    const uint8_t *hdr = fo.dlfo_eh_frame;
+    /* version 1; eh_frame_ptr 4 bytes; fde_count udata4; table of
+     * datarel sdata4 pairs (initial location, FDE), sorted. */
+    if (hdr[0] != 1 || (hdr[1] & 0x0f) != 0x0b || hdr[2] != 0x03 || hdr[3] != 0x3b)
+        return NULL;
+    *other = false;
+    uint32_t n;
+    memcpy(&n, hdr + 8, 4);
+    const int32_t *t = (const int32_t *)(const void *)(hdr + 12);
+    intptr_t off = (intptr_t)(a - (uintptr_t)hdr);
+    if (n == 0 || off < t[0])
+        return NULL;
+    uint32_t lo = 0, hi = n;   /* t[2 lo] <= off, t[2 hi] > off or hi == n */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t[2 * mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *func = (uintptr_t)hdr + (intptr_t)t[2 * lo];
+    return hdr + (intptr_t)t[2 * lo + 1];
+}
+#else
+static const uint8_t *find_fde(uintptr_t a, uintptr_t *func, bool *other, uintptr_t *end)
+{
+    (void)a;
+    (void)func;
+    (void)end;
+    *other = true;
+    return NULL;
+}
+#endif
+
+/* Is the return address ra the x86-64 Linux signal trampoline (mov
+ * $15, %rax; syscall), which libgcc unwinds without an FDE? */
+static bool is_sigreturn(uintptr_t ra, uintptr_t end)
+{
+    static const uint8_t code[9] = { 0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05 };
+    return ra + sizeof code <= end && memcmp((const void *)ra, code, sizeof code) == 0;
+}
+
 /* Compute the rule of the frame whose pc is at address a (a return
  * address minus one).  Returns false if a has no FDE. */
 static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
 {
-    struct dwarf_eh_bases bases;
-    const uint8_t *fde = _Unwind_Find_FDE((void *)a, &bases);
+    uintptr_t func = 0, end = 0;
+    bool other;
+    const uint8_t *fde = find_fde(a, &func, &other, &end);
+    if (other) {
+        struct dwarf_eh_bases bases;
+        fde = _Unwind_Find_FDE((void *)a, &bases);
+        func = (uintptr_t)bases.func;
+    }
 
     memset(out, 0, sizeof *out);
-    if (fde == NULL)
-        return false;
+    if (fde == NULL) {
+    no_fde:
+        /* In an object whose table has no FDE for a (start-up code in
+         * assembly, like ld.so's _dl_start_user): libgcc reports the frame
+         * and stops there, unless it is the signal trampoline. */
+        if (other || is_sigreturn(a + 1, end))
+            return false;
+        out->kind = SM_FRAME_END;
+        return true;
+    }
     out->kind = SM_FRAME_COMPLEX;
 
     uint32_t len, cie_delta;
@@ -611,8 +681,22 @@ static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
         return true;
 
     struct cursor c = { fde + 8, fde + 4 + len, false };
-    if (!skip_encoded(&c, ci.fde_enc) || !skip_encoded(&c, ci.fde_enc & 0x0f))
+    if (!skip_encoded(&c, ci.fde_enc))
         return true;
+    /* The FDE's range: a past it is in no FDE (the table gave the last
+     * one that starts below a). */
+    size_t range_bytes = (ci.fde_enc & 0x07) == 0x02 ? 2 : (ci.fde_enc & 0x07) == 0x03 ? 4
+                       : (ci.fde_enc & 0x07) == 0x04 ? 8 : 0;
+    if (range_bytes == 0 && (ci.fde_enc & 0x0f) != 0x00)
+        return true;
+    uint64_t range = rd_fixed(&c, range_bytes ? range_bytes : 8);
+    if (c.bad)
+        return true;
+    if (a - func >= range) {
+        out->kind = 0;
+        fde = NULL;
+        goto no_fde;
+    }
     if (ci.z) {
         uint64_t n = rd_uleb(&c);
         if (c.bad || n > (uint64_t)(c.end - c.p))
@@ -623,7 +707,7 @@ static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
     struct row init, r;
     memset(&r, 0, sizeof r);
     r.cfa_reg = DW_RSP;
-    struct cfa_run run = { &ci, NULL, (uintptr_t)bases.func, a, {{0}}, 0 };
+    struct cfa_run run = { &ci, NULL, func, a, {{0}}, 0 };
     if (!run_program(&run, ci.insns, &r))
         return true;
     init = r;
@@ -1123,14 +1207,11 @@ void sm_stack_init(void)
         __atomic_store_n(&cache_subs, subs, __ATOMIC_RELAXED);
         __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
     }
-    /* Bind the unwinder's lazy symbols and let libgcc set itself up (its
-     * register table), reading the unwind information of our own frames
-     * only: a whole walk from here would read that of every caller (in a
-     * C++ program the first malloc comes from libstdc++'s start-up), and
-     * the pages it reads stay resident. */
+    /* libgcc is not warmed up: the cached walk finds FDEs itself
+     * (find_fde), and a program whose frames all have simple rules never
+     * reads libgcc's pages.  The first fallback binds its symbols and lets
+     * it set up its register table, with none of our locks held. */
     uintptr_t pcs[2];
-    if (unwinder_usable())
-        _Unwind_Backtrace(stop_at_once, NULL);
     (void)sm_stack_capture(pcs, 2, 0);
 }
 

@@ -62,7 +62,9 @@ struct sm_frame_rule {
 };
 
 /* The rule at code address pc (a return address minus one), computed from
- * its FDE without the cache; -1 if pc has no FDE. */
+ * its FDE without the cache; SM_FRAME_END if pc is in a loaded object whose
+ * unwind table has no FDE for it (libgcc ends the stack there too); -1 if
+ * pc is in no loaded object and libgcc knows no FDE for it. */
 int sm_stack_rule(uintptr_t pc, struct sm_frame_rule *r);
 
 /* Put a rule for pc in the cache, right or wrong (a test of the walk's

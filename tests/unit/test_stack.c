@@ -39,6 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include <dlfcn.h>
@@ -362,9 +363,19 @@ static void test_rules(void **state)
     assert_int_equal(sm_stack_rule(p.ref[p.nref - 1] - 1, &r), 0);
     assert_int_equal(r.kind, SM_FRAME_END);
 
-    /* No FDE at all. */
+    /* No FDE in a loaded object (its read-only data here, start-up code
+     * in assembly in a program): libgcc reports that frame and stops, and
+     * so does the rule. */
     static const char data[64];
-    assert_int_equal(sm_stack_rule((uintptr_t)data + 8, &r), -1);
+    assert_int_equal(sm_stack_rule((uintptr_t)data + 8, &r), 0);
+    assert_int_equal(r.kind, SM_FRAME_END);
+
+    /* In no object at all (code made at run time and not registered): no
+     * rule, the walk goes to libgcc. */
+    char *anon = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(anon != MAP_FAILED);
+    assert_int_equal(sm_stack_rule((uintptr_t)anon + 8, &r), -1);
+    munmap(anon, 4096);
 }
 
 /* ---- a shared library, and unloading it -------------------------------------- */
