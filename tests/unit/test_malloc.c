@@ -10,6 +10,10 @@
  *                    quarter more pages than asked, the contents kept.
  *   growth loop      a buffer grown a few bytes at a time to 4 MiB moves
  *                    only O(log n) times.
+ *   small objects    growing out of its class moves an object to a class
+ *                    at least a quarter larger, so a buffer grown 64 bytes
+ *                    at a time to 32 KiB moves at most 22 times; a shrink
+ *                    to half or more stays in place, to less moves.
  *   profiler         an in-place resize of a sampled object leaves exactly
  *                    one sample, at the new size.
  *
@@ -185,6 +189,41 @@ static void test_move_with_slack(void **state)
     sm_mheap_check(&sm_heap);
 }
 
+static void test_small_growth(void **state)
+{
+    (void)state;
+    unsigned char *p = NULL;
+    size_t len = 0, moves = 0, old = 0;
+    while (len + 64 <= SM_MAX_SMALL_SIZE) {
+        unsigned char *q = realloc(p, len + 64);
+        assert_non_null(q);
+        fill_range(q, len, len + 64, 7);
+        if (q != p) {
+            moves++;
+            /* A quarter over the old class, or the request if more. */
+            size_t want = old + old / 4 > len + 64 ? old + old / 4 : len + 64;
+            if (want > SM_MAX_SMALL_SIZE)
+                want = SM_MAX_SMALL_SIZE;
+            assert_true(malloc_usable_size(q) >= want);
+            old = malloc_usable_size(q);
+        }
+        p = q;
+        len += 64;
+    }
+    assert_true(check(p, len, 7));
+    print_message("# %zu moves of a small buffer growing to 32 KiB\n", moves);
+    /* A move to each class on the way took 50. */
+    assert_true(moves <= 22);
+    /* Shrinking to half stays; to less than half moves, contents kept. */
+    size_t u = malloc_usable_size(p);
+    assert_ptr_equal(realloc(p, u / 2), p);
+    unsigned char *q = realloc(p, u / 2 - 3000);
+    assert_ptr_not_equal(q, p);
+    assert_true(check(q, u / 2 - 3000, 7));
+    assert_true(malloc_usable_size(q) < u / 2);
+    free(q);
+}
+
 static void test_growth_loop_moves_rarely(void **state)
 {
     (void)state;
@@ -245,6 +284,7 @@ int main(void)
         cmocka_unit_test_setup(test_shrink_in_place, setup),
         cmocka_unit_test_setup(test_move_with_slack, setup),
         cmocka_unit_test_setup(test_growth_loop_moves_rarely, setup),
+        cmocka_unit_test_setup(test_small_growth, setup),
         cmocka_unit_test_setup(test_profiled_resize, setup),
     };
     return cmocka_run_group_tests_name("malloc", tests, NULL, NULL);
