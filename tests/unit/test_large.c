@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <malloc.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -347,7 +348,8 @@ static void test_reclaim_waits_for_owner(void **state)
  * thread's mark found in it) or freed twice (reported, abort). */
 struct churn {
     int id;
-    int stop;   /* atomic, set by the main thread */
+    int stop;                 /* atomic, set by the main thread */
+    unsigned long progress;   /* atomic: rounds so far */
     unsigned long rounds, bad;
 };
 
@@ -369,6 +371,7 @@ static void *churn_main(void *arg)
             ch->bad++;
         free(p);
         r++;
+        __atomic_store_n(&ch->progress, r, __ATOMIC_RELAXED);
     }
     ch->rounds = r;
     return NULL;
@@ -386,9 +389,22 @@ static void test_reclaim_while_owners_take(void **state)
         ch[i].id = i + 1;
         assert_int_equal(pthread_create(&t[i], NULL, churn_main, &ch[i]), 0);
     }
+    /* At least 2000 reclaims, and on until every thread has churned a
+     * while and some reclaim took a span from under its owner: on a
+     * loaded machine the threads may start only after 2000 reclaims of
+     * empty caches.  At most a minute. */
     size_t reclaimed = 0;
-    for (int i = 0; i < 2000; i++)
+    time_t until = time(NULL) + 60;
+    for (int i = 0;; i++) {
         reclaimed += sm_largecache_reclaim(UINT32_MAX);
+        unsigned long least = ~0ul;
+        for (int k = 0; k < T; k++) {
+            unsigned long pr = __atomic_load_n(&ch[k].progress, __ATOMIC_RELAXED);
+            least = pr < least ? pr : least;
+        }
+        if ((i >= 2000 && least >= 5000 && reclaimed > 0) || time(NULL) > until)
+            break;
+    }
     for (int i = 0; i < T; i++)
         __atomic_store_n(&ch[i].stop, 1, __ATOMIC_RELEASE);
     unsigned long rounds = 0;
@@ -397,7 +413,7 @@ static void test_reclaim_while_owners_take(void **state)
         assert_int_equal(ch[i].bad, 0);
         rounds += ch[i].rounds;
     }
-    print_message("# %lu large malloc+free in 4 threads, 2000 reclaims took %zu MiB\n",
+    print_message("# %lu large malloc+free in 4 threads, reclaims took %zu MiB\n",
                   rounds, reclaimed / MiB);
     assert_true(reclaimed > 0);
     sm_mheap_check(&sm_heap);
