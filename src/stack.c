@@ -340,22 +340,31 @@ static int64_t rd_sleb(struct cursor *c)
 
 /* Step over a pointer in encoding enc; false for encodings we do not
  * follow (aligned). */
+/* Read a value in format fmt (the low four bits of an encoding) into *v,
+ * unsigned (the FDE's range is the one value read here); false for formats
+ * we do not follow. */
+static bool rd_format(struct cursor *c, uint8_t fmt, uint64_t *v)
+{
+    switch (fmt) {
+    case 0x00: *v = rd_fixed(c, 8); break;            /* absptr */
+    case 0x01: *v = rd_uleb(c); break;                /* uleb128 */
+    case 0x09: *v = (uint64_t)rd_sleb(c); break;      /* sleb128 */
+    case 0x02: case 0x0a: *v = rd_fixed(c, 2); break; /* (s)data2 */
+    case 0x03: case 0x0b: *v = rd_fixed(c, 4); break; /* (s)data4 */
+    case 0x04: case 0x0c: *v = rd_fixed(c, 8); break; /* (s)data8 */
+    default: return false;
+    }
+    return !c->bad;
+}
+
 static bool skip_encoded(struct cursor *c, uint8_t enc)
 {
+    uint64_t v;
     if (enc == DW_EH_PE_omit)
         return true;
     if ((enc & 0x70) == DW_EH_PE_aligned)
         return false;
-    switch (enc & 0x0f) {
-    case 0x00: rd_fixed(c, 8); break;            /* absptr */
-    case 0x01: rd_uleb(c); break;                /* uleb128 */
-    case 0x09: rd_sleb(c); break;                /* sleb128 */
-    case 0x02: case 0x0a: rd_fixed(c, 2); break; /* (s)data2 */
-    case 0x03: case 0x0b: rd_fixed(c, 4); break; /* (s)data4 */
-    case 0x04: case 0x0c: rd_fixed(c, 8); break; /* (s)data8 */
-    default: return false;
-    }
-    return !c->bad;
+    return rd_format(c, enc & 0x0f, &v);
 }
 
 struct cie {
@@ -645,6 +654,18 @@ static bool is_sigreturn(uintptr_t ra, uintptr_t end)
     return ra + sizeof code <= end && memcmp((const void *)ra, code, sizeof code) == 0;
 }
 
+/* The rule of a frame at a, which no FDE covers: in an object whose table
+ * has none for a (start-up code in assembly, like ld.so's _dl_start_user;
+ * other false, end the object's end), libgcc reports the frame and stops
+ * there, unless it is the signal trampoline.  False: no rule. */
+static bool rule_without_fde(uintptr_t a, bool other, uintptr_t end, struct sm_frame_rule *out)
+{
+    if (other || is_sigreturn(a + 1, end))
+        return false;
+    out->kind = SM_FRAME_END;
+    return true;
+}
+
 /* Compute the rule of the frame whose pc is at address a (a return
  * address minus one).  Returns false if a has no FDE. */
 static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
@@ -659,16 +680,8 @@ static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
     }
 
     memset(out, 0, sizeof *out);
-    if (fde == NULL) {
-    no_fde:
-        /* In an object whose table has no FDE for a (start-up code in
-         * assembly, like ld.so's _dl_start_user): libgcc reports the frame
-         * and stops there, unless it is the signal trampoline. */
-        if (other || is_sigreturn(a + 1, end))
-            return false;
-        out->kind = SM_FRAME_END;
-        return true;
-    }
+    if (fde == NULL)
+        return rule_without_fde(a, other, end, out);
     out->kind = SM_FRAME_COMPLEX;
 
     uint32_t len, cie_delta;
@@ -685,17 +698,12 @@ static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
         return true;
     /* The FDE's range: a past it is in no FDE (the table gave the last
      * one that starts below a). */
-    size_t range_bytes = (ci.fde_enc & 0x07) == 0x02 ? 2 : (ci.fde_enc & 0x07) == 0x03 ? 4
-                       : (ci.fde_enc & 0x07) == 0x04 ? 8 : 0;
-    if (range_bytes == 0 && (ci.fde_enc & 0x0f) != 0x00)
-        return true;
-    uint64_t range = rd_fixed(&c, range_bytes ? range_bytes : 8);
-    if (c.bad)
+    uint64_t range;
+    if (!rd_format(&c, ci.fde_enc & 0x0f, &range))
         return true;
     if (a - func >= range) {
         out->kind = 0;
-        fde = NULL;
-        goto no_fde;
+        return rule_without_fde(a, other, end, out);
     }
     if (ci.z) {
         uint64_t n = rd_uleb(&c);
