@@ -117,11 +117,12 @@ c_per=${per:-0}
 names "C: pprof -top -base without the binary names open_session" open_session "$truth"
 names "C: ... and with the binary" open_session "$truth" "$d/leak_sessions"
 # strdup is in libc, stripped to .dynsym: its frame is named, and the
-# caller above it is the user's function.
+# caller above it is the user's function.  Its 4.8 MB are only about 73
+# samples at this rate, a standard error of 12%: 60% is five of them.
 e=$(bytes_of strdup)
 diag "strdup: pprof $e B, leaked $((96 * N)) B"
 check "C: the frame in stripped libc is named strdup, with the 96-byte names" \
-	near "$e" $((96 * N)) 20
+	near "$e" $((96 * N)) 60
 
 check "C++: leak_sessions.cc (g++ -O2 -g) writes two profiles under LD_PRELOAD" \
 	run cxx "${CXX:-c++}" "$src/tests/integration/leak_sessions.cc"
