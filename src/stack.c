@@ -116,6 +116,7 @@
 #include <link.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/resource.h>
@@ -216,12 +217,14 @@ static _Unwind_Reason_Code collect(struct _Unwind_Context *ctx, void *arg)
             return _URC_NO_REASON;
         w->started = true;
     }
+    /* The stack ends where the cached walk ends it (below). */
+    bool root = sm_stack_is_root(ip) != 0;
     if (w->skip > 0) {
         w->skip--;
-        return _URC_NO_REASON;
+        return root ? _URC_END_OF_STACK : _URC_NO_REASON;
     }
     w->pcs[w->n++] = ip;
-    return w->n < w->max ? _URC_NO_REASON : _URC_END_OF_STACK;
+    return w->n < w->max && !root ? _URC_NO_REASON : _URC_END_OF_STACK;
 }
 
 /* The stack from the frame that returns to first, through libgcc. */
@@ -666,10 +669,61 @@ static bool rule_without_fde(uintptr_t a, bool other, uintptr_t end, struct sm_f
     return true;
 }
 
+/* ---- where a program's stacks begin -----------------------------------------
+ * Below main are the C library's start-up frames (__libc_start_call_main,
+ * __libc_start_main, _start), below a thread's start routine start_thread
+ * and clone3.  Walking through them reads the C library's unwind tables,
+ * and the kernel maps the file 64 KiB around every page read (fault-
+ * around): a program whose samples pass through no other libc code kept
+ * 64 KiB of libc's tables resident for the main thread's start-up frames
+ * and 64 more for its threads', for frames nobody looks for in a profile
+ * (Go's stacks end at runtime.main and goexit).  So a stack ends at the
+ * frame that called main or the thread's start routine (that frame is
+ * still recorded, the ones below are not):
+ *   - main's caller: the return address is followed by `mov %eax,%edi;
+ *     call exit` (main's result goes to exit), read from code that ran;
+ *   - a thread's: every thread pthread_create starts returns to the same
+ *     place in start_thread; the worker thread notes it when it starts
+ *     (sm_stack_note_thread_root).
+ * Where neither is recognised (another C library, a thread started some
+ * other way), the walk goes on to the end as before. */
+static uintptr_t thread_root;   /* return address into start_thread; 0: unknown */
+
+void sm_stack_note_thread_root(uintptr_t ra)
+{
+    __atomic_store_n(&thread_root, ra, __ATOMIC_RELAXED);
+}
+
+static bool in_boot_object(uintptr_t a);
+
+/* ra: the return address of a call of main from the C library? */
+static bool is_main_return(uintptr_t ra)
+{
+    static const uint8_t code[3] = { 0x89, 0xc7, 0xe8 };   /* mov %eax,%edi; call rel32 */
+    if (!in_boot_object(ra) || !in_boot_object(ra + 6))
+        return false;   /* not code that was there at start-up */
+    if (memcmp((const void *)ra, code, sizeof code) != 0)
+        return false;
+    int32_t rel;
+    memcpy(&rel, (const void *)(ra + 3), 4);
+    return ra + 7 + (uintptr_t)(intptr_t)rel == (uintptr_t)&exit;
+}
+
+int sm_stack_is_root(uintptr_t ra)
+{
+    uintptr_t t = __atomic_load_n(&thread_root, __ATOMIC_RELAXED);
+    return (t != 0 && ra == t) || is_main_return(ra);
+}
+
 /* Compute the rule of the frame whose pc is at address a (a return
  * address minus one).  Returns false if a has no FDE. */
 static bool compute_rule(uintptr_t a, struct sm_frame_rule *out)
 {
+    if (sm_stack_is_root(a + 1)) {
+        memset(out, 0, sizeof *out);
+        out->kind = SM_FRAME_END;
+        return true;
+    }
     uintptr_t func = 0, end = 0;
     bool other;
     const uint8_t *fde = find_fde(a, &func, &other, &end);
@@ -1065,6 +1119,9 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         __builtin_prefetch(r);
     }
     int n = 0, depth = 0, k = 0;
+    /* Checked here too, not only when a rule is computed: a rule for it
+     * may have been cached before the root was known. */
+    const uintptr_t root = __atomic_load_n(&thread_root, __ATOMIC_RELAXED);
     while (pc != 0) {
         if (k < MEMO_MAX) {
             step_pc[k] = pc;
@@ -1079,6 +1136,10 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
                 end = MEMO_END_MAX;
                 break;
             }
+        }
+        if (pc == root) {
+            end = MEMO_END_RULE;
+            break;
         }
         uintptr_t a = pc - 1, cfa_off, rbp_at;
         bool from_rbp;
@@ -1268,6 +1329,17 @@ void sm_stack_init(void)
 {
     uintptr_t pcs[4];
     (void)sm_stack_capture(pcs, 4, 0);
+}
+
+void sm_stack_note_thread_root(uintptr_t ra)
+{
+    (void)ra;
+}
+
+int sm_stack_is_root(uintptr_t ra)
+{
+    (void)ra;
+    return 0;
 }
 
 #endif

@@ -41,6 +41,11 @@ int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t *id);
  * cached walk must agree with, and its fallback. */
 int sm_stack_capture_unwind(uintptr_t *pcs, int max, int skip);
 
+/* The calling thread was started by pthread_create: note where its start
+ * routine returns to (__builtin_return_address(0) in the start routine),
+ * so that stacks end there, as they end at the frame that called main. */
+void sm_stack_note_thread_root(uintptr_t ra);
+
 /* Bytes of OS memory the unwinder holds (its rule cache). */
 size_t sm_stack_sys(void);
 
@@ -66,6 +71,10 @@ struct sm_frame_rule {
  * unwind table has no FDE for it (libgcc ends the stack there too); -1 if
  * pc is in no loaded object and libgcc knows no FDE for it. */
 int sm_stack_rule(uintptr_t pc, struct sm_frame_rule *r);
+
+/* Nonzero if the return address ra is where stacks end: into the frame
+ * that called main, or a thread's start routine (see stack.c). */
+int sm_stack_is_root(uintptr_t ra);
 
 /* Put a rule for pc in the cache, right or wrong (a test of the walk's
  * checks); dropped if it cannot be cached. */

@@ -30,6 +30,7 @@
 
 #include "internal.h"
 #include "profproto.h"
+#include "stack.h"
 
 #define SM_WORKER_TICK_NS (250ull * 1000 * 1000)
 
@@ -86,6 +87,9 @@ static bool worker_alone(void)
 static void *worker_main(void *arg)
 {
     (void)arg;
+    /* Where every thread pthread_create starts returns to: stacks end
+     * there (stack.c). */
+    sm_stack_note_thread_root((uintptr_t)__builtin_return_address(0));
     uint64_t next_stats = sm_nanotime() + sm_opts.stats_interval_ns;
     /* The endpoint starts here: never inside a malloc, and its thread
      * inherits the worker's blocked signals. */

@@ -356,7 +356,8 @@ static void test_rules(void **state)
     assert_int_equal(r.kind, SM_FRAME_SIMPLE);
     assert_true(r.cfa_off > 1536 * 1024);
 
-    /* The outermost frame (_start) leaves the return address undefined. */
+    /* The outermost frame recorded, main's caller in the C library, ends
+     * the stack (sm_stack_is_root; test_roots). */
     static struct stack_pair p;
     pair_init(&p, NPCS, 0);
     nofp_recurse(0, &p);
@@ -483,6 +484,70 @@ static void test_other_thread(void **state)
     assert_int_equal(pthread_join(th, &bad), 0);
     assert_int_equal((intptr_t)bad, 0);
     pthread_attr_destroy(&attr);
+}
+
+/* ---- where stacks end -------------------------------------------------------- */
+
+static bool in_file(uintptr_t pc, const char *part)
+{
+    Dl_info info;
+    return dladdr((void *)(pc - 1), &info) != 0 && info.dli_fname != NULL &&
+           strstr(info.dli_fname, part) != NULL;
+}
+
+static struct stack_pair root_pair;
+static uintptr_t noted_root;
+
+static void *capture_as_thread_root(void *arg)
+{
+    (void)arg;
+    noted_root = (uintptr_t)__builtin_return_address(0);
+    sm_stack_note_thread_root(noted_root);
+    pair_init(&root_pair, NPCS, 0);
+    nofp_recurse(3, &root_pair);
+    return NULL;
+}
+
+/* A stack ends at the frame that called main (in the C library's
+ * start-up), not at _start two frames further, and a thread's at
+ * start_thread once the return address into it is noted. */
+static void test_roots(void **state)
+{
+    (void)state;
+    static struct stack_pair p;
+    pair_init(&p, NPCS, 0);
+    nofp_recurse(3, &p);
+    assert_true(same(&p));
+    assert_true(p.nfast >= 3);
+    uintptr_t last = p.fast[p.nfast - 1];
+    assert_true(sm_stack_is_root(last));
+    assert_true(in_file(last, "libc.so"));
+    /* The frame above it is main's, in this program. */
+    assert_false(in_file(p.fast[p.nfast - 2], "libc.so"));
+    assert_false(sm_stack_is_root(p.fast[p.nfast - 2]));
+    struct sm_frame_rule r;
+    assert_int_equal(sm_stack_rule(last - 1, &r), 0);
+    assert_int_equal(r.kind, SM_FRAME_END);
+
+    /* A thread that notes where it returns to: its stack ends there. */
+    sm_stack_note_thread_root(0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, capture_as_thread_root, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(same(&root_pair));
+    int n = root_pair.nfast;
+    assert_true(n >= 2);
+    assert_int_equal(root_pair.fast[n - 1], noted_root);
+    assert_true(in_file(noted_root, "libc.so"));
+    /* Every thread pthread_create starts returns to the same place. */
+    static uintptr_t first_root;
+    first_root = noted_root;
+    assert_int_equal(pthread_create(&th, NULL, capture_as_thread_root, NULL), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(noted_root, first_root);
+    assert_true(same(&root_pair));
+    assert_int_equal(root_pair.nfast, n);
+    sm_stack_note_thread_root(0);
 }
 
 /* ---- signal handlers: libgcc's part --------------------------------------------- */
@@ -646,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_memo),
         cmocka_unit_test(test_shared_library),
         cmocka_unit_test(test_other_thread),
+        cmocka_unit_test(test_roots),
         cmocka_unit_test(test_signal_handler),
         cmocka_unit_test(test_bad_rules),
         cmocka_unit_test(test_threads_at_once),
