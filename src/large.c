@@ -38,7 +38,12 @@
  * the byte bound first evicts other bins' top spans to the heap, going
  * round the bins from a cursor; a free into a full bin goes to the heap.
  * Spans of other sizes, aligned allocations and threads with no cache yet
- * go to the heap directly.
+ * go to the heap directly, and so does a buffer realloc grew (s->grown):
+ * nothing mallocs its size again (the next such buffer grows from small,
+ * through other sizes), and while it sat in the cache the heap could not
+ * grow the next buffer over its pages, so the next one took others:
+ * BM_ReallocGrow's peak RSS was 8.9 MiB with them cached, 7.1 without
+ * (glibc 5.9).
  *
  * Stats.  A cached span is not a live object: its free counted it in frees
  * and took its bytes out of heap_alloc exactly as a free to the heap does.
@@ -266,6 +271,7 @@ static void *large_alloc(size_t size, size_t npages, size_t align)
             errno = ENOMEM;
             return NULL;
         }
+        s->grown = 0;
         sm_worker_start();
     }
     large_count_sample(c, s, size);
@@ -326,9 +332,10 @@ static SM_NOINLINE void large_free_slow(void *p, struct sm_mspan *s)
         sm_mheap_free(&sm_heap, s);
         return;
     }
-    sm_mprof_record_free(p, s);
+    if (s->prof_bucket != NULL)
+        sm_mprof_record_free(p, s);
     struct sm_mcache *c = sm_tls_mcache;
-    if (c != &sm_mcache_empty && sm_largecache_free(c, s))
+    if (!s->grown && c != &sm_mcache_empty && sm_largecache_free(c, s))
         return;
     sm_mheap_free(&sm_heap, s);
 }
@@ -339,7 +346,7 @@ void sm_large_free(void *p, struct sm_mspan *s)
         sm_check_bad_free("invalid pointer", p);
     if (s->state != SM_SPAN_LARGE)
         sm_check_bad_free("double free of", p);   /* in a large cache */
-    if (sm_unlikely(sm_check_slow || s->prof_bucket != NULL)) {
+    if (sm_unlikely(sm_check_slow || s->prof_bucket != NULL || s->grown)) {
         large_free_slow(p, s);
         return;
     }
@@ -385,6 +392,8 @@ void *sm_large_realloc(void *p, size_t size)
     } else {
         goto move;   /* to a small object */
     }
+    if (size > old)
+        s->grown = 1;
     /* Resized in place: for the profiler, as a free and a new allocation,
      * the way a move would count. */
     if (s->prof_bucket)
@@ -397,6 +406,8 @@ move:;
                                         : large_alloc(size, want, 0);
     if (q == NULL)
         return NULL;   /* errno is ENOMEM; p is untouched */
+    if (size > SM_MAX_SMALL_SIZE)
+        sm_pagemap_span((uintptr_t)q)->grown = 1;
     memcpy(q, p, old < size ? old : size);
     if (sm_unlikely(sm_check_slow)) {
         sm_free_fast(p);

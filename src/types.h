@@ -95,7 +95,7 @@ struct sm_mspan {
     uint8_t sizeclass;         /* small: class; else 0 */
     uint8_t state;             /* enum sm_span_state */
     uint8_t list;              /* small: enum sm_span_list */
-    uint8_t pad_;
+    uint8_t grown;             /* large: realloc grew it (large.c) */
     uint32_t nreleased;        /* free: pages of the run not resident */
     uint64_t idle_since;       /* free: monotonic ns when it became free */
     struct sm_special *specials; /* small: profiled objects in this span, by address */

@@ -5,6 +5,8 @@
  *   reuse        a freed large object's span serves the next malloc of the
  *                same page count (or up to an eighth more) in the same
  *                thread, at the same address; calloc of it is zeroed.
+ *   grown        a buffer realloc grew is not kept when freed (it goes to
+ *                the heap); one malloc'd at its size is.
  *   bounds       spans over 1 MiB are not kept; at most 1 MiB, and
  *                SM_LARGECACHE_WAYS spans of one page count, are; aligned
  *                requests bypass the cache.
@@ -126,6 +128,45 @@ static void test_reuse_same_address(void **state)
     assert_int_equal(cached_spans(sm_tls_mcache), 1);
     free(q);
     assert_int_equal(cached_spans(sm_tls_mcache), 2);
+}
+
+/* A buffer realloc grew is not kept for reuse when it is freed: it goes
+ * to the heap, whose free policy decides whether its pages stay resident.
+ * One malloc'd at the same size is kept. */
+static void test_grown_not_cached(void **state)
+{
+    (void)state;
+    /* Grown in place (nothing after it yet) and by moving. */
+    char *p = malloc(40000);
+    assert_non_null(p);
+    char *keep = malloc(20000);   /* small: may sit after p, or not */
+    for (size_t n = 48000; n <= 400000; n += 24000) {
+        p = realloc(p, n);
+        assert_non_null(p);
+        p[n - 1] = 1;
+    }
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    assert_int_equal(s->state, SM_SPAN_LARGE);
+    assert_int_equal(s->grown, 1);
+    size_t before = cached_spans(sm_tls_mcache);
+    free(p);
+    assert_int_equal(cached_spans(sm_tls_mcache), before);
+    assert_int_not_equal(s->state, SM_SPAN_CACHED);
+    /* The same size from malloc: cached, and not marked. */
+    char *q = malloc(400000);
+    assert_non_null(q);
+    s = sm_pagemap_span((uintptr_t)q);
+    assert_int_equal(s->grown, 0);
+    free(q);
+    assert_int_equal(cached_spans(sm_tls_mcache), before + 1);
+    assert_int_equal(s->state, SM_SPAN_CACHED);
+    /* Shrinking is not growing. */
+    q = malloc(400000);
+    q = realloc(q, 300000);
+    s = sm_pagemap_span((uintptr_t)q);
+    assert_int_equal(s->grown, 0);
+    free(q);
+    free(keep);
 }
 
 static void test_calloc_from_cache_is_zero(void **state)
@@ -517,6 +558,7 @@ int main(void)
     __atomic_store_n(&sm_opts.scavenge, false, __ATOMIC_RELAXED);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_reuse_same_address, setup),
+        cmocka_unit_test_setup(test_grown_not_cached, setup),
         cmocka_unit_test_setup(test_calloc_from_cache_is_zero, setup),
         cmocka_unit_test_setup(test_stats_exact, setup),
         cmocka_unit_test_setup(test_bounds, setup),
