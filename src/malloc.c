@@ -295,6 +295,8 @@ SM_EXPORT size_t malloc_usable_size(void *p)
  * aligned_alloc again, and runs the handler and throws exactly as it does
  * without us.  Only failures go there. */
 
+#ifndef SM_TEST_PREFIX   /* tests/sanitize/sm_prefix.h: the runtime keeps them */
+
 struct sm_nothrow;   /* std::nothrow_t, passed by reference, never read */
 
 static SM_NOINLINE SM_COLD void *cxx_next(const char *name)
@@ -396,6 +398,8 @@ SM_CXX_DELETE(_ZdlPvSt11align_val_tRKSt9nothrow_t, size_t SM_UNUSED_ARG,
               const struct sm_nothrow *SM_UNUSED_ARG2)
 SM_CXX_DELETE(_ZdaPvSt11align_val_tRKSt9nothrow_t, size_t SM_UNUSED_ARG,
               const struct sm_nothrow *SM_UNUSED_ARG2)
+
+#endif /* SM_TEST_PREFIX */
 
 SM_EXPORT const char *sm_version(void)
 {

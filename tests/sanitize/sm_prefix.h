@@ -15,7 +15,10 @@
  * The macros are function-like, so only calls and definitions are renamed,
  * not struct fields that happen to share a name (the heap's free lists).
  * The libc headers come first, so their declarations keep the real names.
- * The public sm_* API keeps its names.
+ * The public sm_* API keeps its names.  C++'s operator new and delete,
+ * which src/malloc.c defines otherwise, are left to the runtime as well
+ * (libFuzzer's own C++ allocations would otherwise be counted in the
+ * heap's statistics the fuzz target checks).
  */
 #ifndef SM_PREFIX_H
 #define SM_PREFIX_H
