@@ -72,7 +72,7 @@ case $report in /*) ;; *) report=$PWD/$report ;; esac
 # Chosen so that scripts/test.sh stays near 30 minutes on two cores.
 STRESS_SECONDS=${LONG_STRESS_SECONDS:-90}
 STRESS_GLIBC_SECONDS=${LONG_STRESS_GLIBC_SECONDS:-45}
-STRESS_PROFILE_SECONDS=${LONG_STRESS_PROFILE_SECONDS:-45}
+STRESS_PROFILE_SECONDS=${LONG_STRESS_PROFILE_SECONDS:-30}
 
 PYTHON=/usr/bin/python3   # Debian's, whose test package bootstrap.sh installs
 PY_MODULES="test_dict test_list test_set test_tuple test_bytes test_unicode test_json

@@ -7,7 +7,7 @@
 #                -fsanitize=undefined -fno-sanitize-recover=all
 #   tsan-stress  test_stress over the allocator built with ThreadSanitizer
 #                (entry points renamed, tests/sanitize/sm_prefix.h)
-#   fuzz         the libFuzzer target for FUZZ_SECONDS (default 120) from
+#   fuzz         the libFuzzer target for FUZZ_SECONDS (default 90) from
 #                the checked-in seed corpus
 #   debug        the allocator configured with --enable-debug (-O0,
 #                SM_DEBUG_ASSERT on, sm_mheap_check as every process ends)
@@ -29,7 +29,7 @@
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top" || exit 2
 sh scripts/bootstrap.sh || exit 2
-FUZZ_SECONDS=${FUZZ_SECONDS:-120}
+FUZZ_SECONDS=${FUZZ_SECONDS:-90}
 TSAN_STRESS_OPS=${TSAN_STRESS_OPS:-400000}
 UBSAN_STRESS_OPS=${UBSAN_STRESS_OPS:-1000000}
 DEBUG_STRESS_OPS=${DEBUG_STRESS_OPS:-500000}
