@@ -299,6 +299,8 @@ SM_EXPORT size_t malloc_usable_size(void *p)
 
 struct sm_nothrow;   /* std::nothrow_t, passed by reference, never read */
 
+/* The C++ runtime's definition of operator name, for a request that failed
+ * here. */
 static SM_NOINLINE SM_COLD void *cxx_next(const char *name)
 {
     void *fn = dlsym(RTLD_NEXT, name);
@@ -307,48 +309,20 @@ static SM_NOINLINE SM_COLD void *cxx_next(const char *name)
     return fn;
 }
 
-static SM_NOINLINE SM_COLD void *cxx_new_failed(const char *name, size_t size)
-{
-    void *(*next)(size_t) = (void *(*)(size_t))cxx_next(name);
-    return next(size);
-}
-
-static SM_NOINLINE SM_COLD void *cxx_new_nothrow_failed(const char *name, size_t size,
-                                                       const struct sm_nothrow *tag)
-{
-    void *(*next)(size_t, const struct sm_nothrow *) =
-        (void *(*)(size_t, const struct sm_nothrow *))cxx_next(name);
-    return next(size, tag);
-}
-
-static SM_NOINLINE SM_COLD void *cxx_new_aligned_failed(const char *name, size_t size, size_t align)
-{
-    void *(*next)(size_t, size_t) = (void *(*)(size_t, size_t))cxx_next(name);
-    return next(size, align);
-}
-
-static SM_NOINLINE SM_COLD void *cxx_new_aligned_nothrow_failed(const char *name, size_t size,
-                                                               size_t align,
-                                                               const struct sm_nothrow *tag)
-{
-    void *(*next)(size_t, size_t, const struct sm_nothrow *) =
-        (void *(*)(size_t, size_t, const struct sm_nothrow *))cxx_next(name);
-    return next(size, align, tag);
-}
-
 /* operator new(size_t) and new[](size_t): new of 0 bytes is a unique
  * pointer, which malloc(0) already is. */
 #define SM_CXX_NEW(sym)                                                     \
     SM_EXPORT void *sym(size_t size)                                        \
     {                                                                       \
         void *p = alloc_any(size);                                          \
-        return sm_likely(p != NULL) ? p : cxx_new_failed(#sym, size);       \
+        return sm_likely(p != NULL) ? p : ((void *(*)(size_t))cxx_next(#sym))(size); \
     }
 #define SM_CXX_NEW_NOTHROW(sym)                                             \
     SM_EXPORT void *sym(size_t size, const struct sm_nothrow *tag)          \
     {                                                                       \
         void *p = alloc_any(size);                                          \
-        return sm_likely(p != NULL) ? p : cxx_new_nothrow_failed(#sym, size, tag); \
+        return sm_likely(p != NULL) ? p                                   \
+                                 : ((void *(*)(size_t, const struct sm_nothrow *))cxx_next(#sym))(size, tag); \
     }
 /* The aligned forms (C++17): std::align_val_t is a size_t; the runtime's
  * own rejects an alignment that is not a power of two the same way. */
@@ -356,13 +330,15 @@ static SM_NOINLINE SM_COLD void *cxx_new_aligned_nothrow_failed(const char *name
     SM_EXPORT void *sym(size_t size, size_t align)                          \
     {                                                                       \
         void *p = (align & (align - 1)) ? NULL : alloc_aligned(align, size ? size : 1); \
-        return sm_likely(p != NULL) ? p : cxx_new_aligned_failed(#sym, size, align); \
+        return sm_likely(p != NULL) ? p                                   \
+                                 : ((void *(*)(size_t, size_t))cxx_next(#sym))(size, align); \
     }
 #define SM_CXX_NEW_ALIGNED_NOTHROW(sym)                                     \
     SM_EXPORT void *sym(size_t size, size_t align, const struct sm_nothrow *tag) \
     {                                                                       \
         void *p = (align & (align - 1)) ? NULL : alloc_aligned(align, size ? size : 1); \
-        return sm_likely(p != NULL) ? p : cxx_new_aligned_nothrow_failed(#sym, size, align, tag); \
+        return sm_likely(p != NULL) ? p                                   \
+                                 : ((void *(*)(size_t, size_t, const struct sm_nothrow *))cxx_next(#sym))(size, align, tag); \
     }
 
 SM_CXX_NEW(_Znwm)
