@@ -484,6 +484,8 @@ SM_HIDDEN intptr_t sm_mprof_next_sample(struct sm_mcache *c);
  * allocator lock held).  Marks p's span so its free comes to
  * sm_mprof_record_free. */
 SM_HIDDEN void sm_mprof_record_alloc(void *p, size_t size);
+/* The same for the large object of span s (SM_SPAN_LARGE, the caller's). */
+SM_HIDDEN void sm_mprof_record_alloc_large(struct sm_mspan *s, size_t size);
 /* p is being freed and its span is marked (SM_PAGE_SLOW or specials). */
 SM_HIDDEN void sm_mprof_record_free(void *p, struct sm_mspan *s);
 SM_HIDDEN uint64_t sm_mprof_sys(void);

@@ -249,7 +249,7 @@ static void large_count_sample(struct sm_mcache *c, struct sm_mspan *s, size_t s
         c->sample_left -= (intptr_t)size;
         if (sm_unlikely(c->sample_left < 0)) {
             c->sample_left = sm_mprof_next_sample(c);
-            sm_mprof_record_alloc((void *)s->base, size);
+            sm_mprof_record_alloc_large(s, size);
         }
     }
 }
@@ -290,7 +290,7 @@ SM_INLINE size_t pages_for(size_t size)
 static SM_NOINLINE void *large_sample(struct sm_mcache *c, struct sm_mspan *s, size_t size)
 {
     c->sample_left = sm_mprof_next_sample(c);
-    sm_mprof_record_alloc((void *)s->base, size);
+    sm_mprof_record_alloc_large(s, size);
     return (void *)s->base;
 }
 

@@ -117,7 +117,7 @@
 /* With profiling off, look at the rate again after this many bytes. */
 #define SM_MPROF_RECHECK ((intptr_t)1 << 20)
 /* Frames left out above the capture in every build: sm_mprof_record_alloc
- * and the slow path that called it (sm_mcache_alloc_slow, or
+ * (or _large) and the slow path that called it (sm_mcache_alloc_slow, or
  * sm_large_alloc, perhaps inlined into an entry point): both are ours. */
 #define SM_MPROF_SKIP 2
 #define SM_MPROF_CHUNK ((size_t)64 * 1024)
@@ -695,14 +695,11 @@ static struct sm_mprof_bucket *record_small(struct sm_mspan *s, uintptr_t a,
     return b;
 }
 
-SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
+/* The sample of p in span s, inlined into both entry points below so that
+ * the capture leaves out the same SM_MPROF_SKIP frames from either. */
+static inline __attribute__((always_inline)) void record_alloc(void *p, struct sm_mspan *s, size_t size)
 {
-    if (!tls_expired_armed || tls_busy || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
-        return;
     uintptr_t a = (uintptr_t)p;
-    struct sm_mspan *s = sm_pagemap_span(a);
-    if (s == NULL || (s->state != SM_SPAN_SMALL && s->state != SM_SPAN_LARGE))
-        return;
     /* Lines the work below needs, fetched while the stack is walked. */
     __builtin_prefetch(&prof_lock, 1);
     __builtin_prefetch(&s->specials, 1);
@@ -710,12 +707,15 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
     tls_busy = 1;
     uintptr_t pcs[SM_STACK_MAX + 16];
     uint64_t id;
-    int n = sm_stack_capture_id(pcs, SM_STACK_MAX + 16, SM_MPROF_SKIP, &id);
+    size_t band = size_band(size);
+    /* The last sample's bucket serves if the capture is of its frames:
+     * then the capture need not copy them. */
     struct sm_mprof_bucket *last = tls_last_bucket;
+    uint64_t known = last != NULL && last->band == band ? tls_last_id : 0;
+    int n = sm_stack_capture_id(pcs, SM_STACK_MAX + 16, SM_MPROF_SKIP, known, &id);
     const uintptr_t *stk = pcs;
     uint64_t h = 0;
-    size_t band = size_band(size);
-    if (id == 0 || id != tls_last_id || last == NULL || last->band != band) {
+    if (id == 0 || id != known) {
         last = NULL;
         int skip = frames_to_strip(pcs, n);
         stk = pcs + skip;
@@ -730,6 +730,23 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
     tls_last_id = id;
     tls_last_bucket = got;
     tls_busy = 0;
+}
+
+SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
+{
+    if (!tls_expired_armed || tls_busy || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+        return;
+    struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
+    if (s == NULL || (s->state != SM_SPAN_SMALL && s->state != SM_SPAN_LARGE))
+        return;
+    record_alloc(p, s, size);
+}
+
+SM_NOINLINE void sm_mprof_record_alloc_large(struct sm_mspan *s, size_t size)
+{
+    if (!tls_expired_armed || tls_busy || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+        return;
+    record_alloc((void *)s->base, s, size);
 }
 
 void sm_mprof_record_free(void *p, struct sm_mspan *s)

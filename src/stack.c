@@ -1058,7 +1058,9 @@ static uintptr_t stack_top(uintptr_t sp)
 }
 
 /* The last walk again, if the stack still holds its return addresses
- * where it found them: the number of frames, or -1. */
+ * where it found them: the number of frames, or -1.  pcs NULL: the caller
+ * has them already (they are the frames of the capture with this memo's
+ * id), and nothing is copied. */
 __attribute__((no_sanitize_address, no_sanitize_thread))
 static int walk_again(const struct memo *m, uintptr_t *pcs, uintptr_t sp, uintptr_t hi)
 {
@@ -1073,7 +1075,29 @@ static int walk_again(const struct memo *m, uintptr_t *pcs, uintptr_t sp, uintpt
     int n = m->n - m->skip;
     if (n < 0)
         n = 0;
-    memcpy(pcs, m->pc + m->skip, (size_t)n * sizeof *pcs);
+    if (pcs != NULL)
+        memcpy(pcs, m->pc + m->skip, (size_t)n * sizeof *pcs);
+    return n;
+}
+
+/* The thread's memo, if it is current and was made from the frame that
+ * returns to pc with this max and skip, and the stack still holds its
+ * frames: see walk_again.  Apart from walk so that a sample on the stack
+ * of the last one (most samples) does not pay walk's prologue. */
+__attribute__((no_sanitize_address, no_sanitize_thread))
+static inline int walk_memo(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, uint64_t known,
+                            uint64_t *id)
+{
+    const struct memo *m = &tls_memo;
+    if (m->pc[0] != pc || m->gen != __atomic_load_n(&memo_gen, __ATOMIC_ACQUIRE) || m->max != max ||
+        m->skip != skip)
+        return -1;   /* m->gen != 0: made by a walk, after init */
+    uintptr_t hi = stack_top(sp);
+    if (hi == 0)
+        return -1;
+    int n = walk_again(m, m->seq == known ? NULL : pcs, sp, hi);
+    if (n >= 0)
+        *id = m->seq;
     return n;
 }
 
@@ -1095,13 +1119,6 @@ static int walk(uintptr_t *pcs, int max, int skip, uintptr_t pc, uintptr_t sp, u
         return -1;
     struct memo *m = &tls_memo;
     uint64_t gen = __atomic_load_n(&memo_gen, __ATOMIC_ACQUIRE);
-    if (m->gen == gen && m->pc[0] == pc && m->max == max && m->skip == skip) {
-        int n = walk_again(m, pcs, sp, hi);
-        if (n >= 0) {
-            *id = m->seq;
-            return n;
-        }
-    }
     const uintptr_t sp0 = sp;
     const int skip0 = skip;
     bool late_code = false;   /* a rule for code that may be unloaded was used */
@@ -1223,7 +1240,8 @@ give_up:
 
 /* The capture, from the frame fp of the exported function that called it. */
 static inline __attribute__((always_inline)) int capture(uintptr_t *pcs, int max, int skip,
-                                                         uint64_t *id, const uintptr_t *fp)
+                                                         uint64_t known, uint64_t *id,
+                                                         const uintptr_t *fp)
 {
     *id = 0;
     if (max <= 0 || !unwinder_usable())
@@ -1231,7 +1249,9 @@ static inline __attribute__((always_inline)) int capture(uintptr_t *pcs, int max
     if (skip < 0)
         skip = 0;
     uintptr_t pc = fp[1], sp = (uintptr_t)(fp + 2), bp = fp[0];
-    int n = walk(pcs, max, skip, pc, sp, bp, id);
+    int n = walk_memo(pcs, max, skip, pc, sp, known, id);
+    if (n < 0)
+        n = walk(pcs, max, skip, pc, sp, bp, id);
     if (n >= 0) {
         count_loosely(&n_fast);
         return n;
@@ -1245,12 +1265,13 @@ static inline __attribute__((always_inline)) int capture(uintptr_t *pcs, int max
 SM_STACK_NOINLINE int sm_stack_capture(uintptr_t *pcs, int max, int skip)
 {
     uint64_t id;
-    return capture(pcs, max, skip, &id, __builtin_frame_address(0));
+    return capture(pcs, max, skip, 0, &id, __builtin_frame_address(0));
 }
 
-SM_STACK_NOINLINE int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t *id)
+SM_STACK_NOINLINE int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t known,
+                                          uint64_t *id)
 {
-    return capture(pcs, max, skip, id, __builtin_frame_address(0));
+    return capture(pcs, max, skip, known, id, __builtin_frame_address(0));
 }
 
 size_t sm_stack_sys(void)
@@ -1294,8 +1315,10 @@ SM_STACK_NOINLINE int sm_stack_capture(uintptr_t *pcs, int max, int skip)
     return unwind_from(pcs, max, skip > 0 ? skip : 0, (uintptr_t)__builtin_return_address(0));
 }
 
-SM_STACK_NOINLINE int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t *id)
+SM_STACK_NOINLINE int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t known,
+                                          uint64_t *id)
 {
+    (void)known;
     *id = 0;
     if (max <= 0 || !unwinder_usable())
         return 0;

@@ -34,8 +34,10 @@ int sm_stack_capture(uintptr_t *pcs, int max, int skip);
  * thread's last capture with the same max and skip that gave the same
  * nonzero *id (the walk followed its memo of that capture step by step),
  * else 0 or a new id.  Two captures on one thread that give the same
- * nonzero id returned the same frames. */
-int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t *id);
+ * nonzero id returned the same frames.  known: an id the caller has the
+ * frames of (0: none); when *id comes out equal to it, pcs is not
+ * written (the frames are the ones the caller has). */
+int sm_stack_capture_id(uintptr_t *pcs, int max, int skip, uint64_t known, uint64_t *id);
 
 /* The same through libgcc's _Unwind_Backtrace alone: the reference the
  * cached walk must agree with, and its fallback. */

@@ -62,15 +62,16 @@ struct stack_pair {
 };
 
 /* The id of the last cached walk through sm_stack_capture_id, when
- * use_id is set. */
-static __thread bool use_id;
+ * use_id is set; pass_known: that id is passed as the one whose frames
+ * the caller has. */
+static __thread bool use_id, pass_known;
 static __thread uint64_t last_id;
 
 FRAME static int capture_one(int fast, uintptr_t *pcs, int max, int skip)
 {
     int n;
     if (fast && use_id)
-        n = sm_stack_capture_id(pcs, max, skip, &last_id);
+        n = sm_stack_capture_id(pcs, max, skip, pass_known ? last_id : 0, &last_id);
     else
         n = fast ? sm_stack_capture(pcs, max, skip) : sm_stack_capture_unwind(pcs, max, skip);
     KEEP_FRAME(n);
@@ -247,7 +248,7 @@ static void test_skip_and_max(void **state)
 }
 
 /* The thread's last walk: the same stack again is the same frames with the
- * same id; a stack that differs only deeper down (same leaf, same call
+ * same id (not copied when the caller says it has them); a stack that differs only deeper down (same leaf, same call
  * into the capture) is walked anew; frame-pointer code and stacks deeper
  * than the memo get no id; a rule put in the cache retires the memo. */
 static void test_memo(void **state)
@@ -258,18 +259,31 @@ static void test_memo(void **state)
     /* One call site, so each capture's stack is the same. */
     static volatile int times = 4;
     uint64_t id3 = 0;
-    for (int i = 0; i < times; i++) {
+    for (int i = 0; i <= times; i++) {
+        /* The last time, told that the caller has the frames of id3, the
+         * capture of them writes none. */
+        pass_known = i == times;
         pair_init(&p, NPCS, 0);
+        if (pass_known)
+            memset(p.fast, 0xa5, sizeof p.fast);
         nofp_recurse(3, &p);
-        assert_true(same(&p));
         assert_true(last_id != 0);
         if (i == 0)
             id3 = last_id;
         assert_true(last_id == id3);
+        if (!pass_known) {
+            assert_true(same(&p));
+            continue;
+        }
+        assert_true(p.nfast == p.nref && p.nfast > 3);
+        for (int j = 0; j < NPCS; j++)
+            assert_true(p.fast[j] == (uintptr_t)0xa5a5a5a5a5a5a5a5ull);
     }
+    /* Of another stack, it writes them all. */
     pair_init(&p, NPCS, 0);
     nofp_recurse(4, &p);
     assert_true(same(&p));
+    pass_known = false;
     uint64_t id4 = last_id;
     assert_true(id4 != 0 && id4 != id3);
     /* Another max or skip is another capture. */
