@@ -732,9 +732,16 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, struct s
     tls_busy = 0;
 }
 
+/* A sample is taken now: the countdown that ran out was armed, the
+ * profiler is not already running on this thread, and it is set up. */
+static inline bool sampling(void)
+{
+    return tls_expired_armed && !tls_busy && __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
+}
+
 SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
 {
-    if (!tls_expired_armed || tls_busy || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+    if (!sampling())
         return;
     struct sm_mspan *s = sm_pagemap_span((uintptr_t)p);
     if (s == NULL || (s->state != SM_SPAN_SMALL && s->state != SM_SPAN_LARGE))
@@ -744,7 +751,7 @@ SM_NOINLINE void sm_mprof_record_alloc(void *p, size_t size)
 
 SM_NOINLINE void sm_mprof_record_alloc_large(struct sm_mspan *s, size_t size)
 {
-    if (!tls_expired_armed || tls_busy || !__atomic_load_n(&ready, __ATOMIC_ACQUIRE))
+    if (!sampling())
         return;
     record_alloc((void *)s->base, s, size);
 }
